@@ -1,0 +1,274 @@
+"""The records that flow between pipeline stages.
+
+Every stage imports only earlier stages and this module. Records produced by the
+map step (``Partial`` and what it holds) are plain picklable dataclasses so the
+map can run in a process pool and its results can be merged in any order.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+STAGES = ("init", "checkpoint_load", "train", "checkpoint_save", "shutdown")
+CATEGORIES = (
+    "hardware",
+    "network",
+    "storage",
+    "checkpoint_load",
+    "oom",
+    "software",
+    "hang",
+    "divergence",
+    "unknown",
+)
+ROLES = ("culprit", "suspect", "collateral", "normal")
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """One input stream: a file, a member of an archive, or stdin.
+
+    ``node`` is None when the node ids come from per-line prefixes (a combined file).
+    """
+
+    path: str
+    display: str
+    node: str | None
+    member: str | None = None
+    compression: str | None = None
+    archive: str | None = None
+
+
+@dataclass
+class Occurrence:
+    """Where a line was seen: enough to quote it as evidence."""
+
+    file: str
+    line: int
+    text: str
+    seq: int
+    iteration: int | None
+    stage: str
+    time: float | None
+
+
+@dataclass
+class KeyNodeStats:
+    """How one node printed one masked key."""
+
+    count: int
+    first: Occurrence
+    last: Occurrence
+    stages: Counter = field(default_factory=Counter)
+
+    def merge(self, other: KeyNodeStats) -> None:
+        self.count += other.count
+        self.stages.update(other.stages)
+        if _occurrence_order(other.first) < _occurrence_order(self.first):
+            self.first = other.first
+        if _occurrence_order(other.last) > _occurrence_order(self.last):
+            self.last = other.last
+
+
+def _occurrence_order(occ: Occurrence) -> tuple:
+    """Order occurrences of one node: by time when both have one, else stream order."""
+    return (occ.file, occ.seq)
+
+
+@dataclass
+class MetricPoint:
+    """Training metrics read from one iteration line."""
+
+    iteration: int
+    time: float | None
+    seq: int
+    loss: float | None = None
+    grad_norm: float | None = None
+    loss_scale: float | None = None
+    iter_time: float | None = None
+    skipped: bool = False
+
+
+@dataclass
+class NodeStats:
+    """What one node's streams looked like as a whole."""
+
+    node: str
+    lines: int = 0
+    streams: set = field(default_factory=set)
+    first_time: float | None = None
+    last_time: float | None = None
+    last_iteration: int | None = None
+    last_iteration_time: float | None = None
+    last_stage: str = "init"
+    iteration_times: list = field(default_factory=list)  # [(iteration, time)]
+    metrics: list = field(default_factory=list)  # [MetricPoint]
+    log_interval: int | None = None
+
+    def merge(self, other: NodeStats) -> None:
+        self.lines += other.lines
+        self.streams |= other.streams
+        self.first_time = _min_opt(self.first_time, other.first_time)
+        if other.last_time is not None and (self.last_time is None or other.last_time >= self.last_time):
+            self.last_stage = other.last_stage
+        elif self.last_time is None and other.last_time is None:
+            self.last_stage = max(self.last_stage, other.last_stage, key=STAGES.index)
+        self.last_time = _max_opt(self.last_time, other.last_time)
+        if other.last_iteration is not None and (
+            self.last_iteration is None or other.last_iteration > self.last_iteration
+        ):
+            self.last_iteration = other.last_iteration
+            self.last_iteration_time = other.last_iteration_time
+        self.iteration_times.extend(other.iteration_times)
+        self.iteration_times.sort(key=lambda p: (p[0], p[1] or 0.0))
+        self.metrics.extend(other.metrics)
+        self.metrics.sort(key=lambda m: (m.iteration, m.seq))
+        if other.log_interval and (not self.log_interval or other.log_interval < self.log_interval):
+            self.log_interval = other.log_interval
+
+
+def _min_opt(a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return min(a, b)
+
+
+def _max_opt(a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return max(a, b)
+
+
+@dataclass
+class Accounting:
+    """Every line read is either parsed or skipped for a named reason."""
+
+    lines_read: int = 0
+    lines_parsed: int = 0
+    bytes_read: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    warnings: list = field(default_factory=list)
+    streams: int = 0
+
+    def merge(self, other: Accounting) -> None:
+        self.lines_read += other.lines_read
+        self.lines_parsed += other.lines_parsed
+        self.bytes_read += other.bytes_read
+        self.skipped.update(other.skipped)
+        self.warnings.extend(other.warnings)
+        self.streams += other.streams
+
+
+@dataclass
+class Partial:
+    """The mergeable result of the map step over one or more streams."""
+
+    keys: dict = field(default_factory=dict)  # masked key -> {node: KeyNodeStats}
+    nodes: dict = field(default_factory=dict)  # node -> NodeStats
+    accounting: Accounting = field(default_factory=Accounting)
+
+    def merge(self, other: Partial) -> Partial:
+        for key, per_node in other.keys.items():
+            mine = self.keys.setdefault(key, {})
+            for node, stats in per_node.items():
+                if node in mine:
+                    mine[node].merge(stats)
+                else:
+                    mine[node] = stats
+        for node, stats in other.nodes.items():
+            if node in self.nodes:
+                self.nodes[node].merge(stats)
+            else:
+                self.nodes[node] = stats
+        self.accounting.merge(other.accounting)
+        return self
+
+
+@dataclass
+class Template:
+    """A Drain template over masked keys, with its per-node counts."""
+
+    id: str
+    text: str
+    keys: list
+    counts: dict  # node -> count
+    first: dict  # node -> Occurrence (earliest on that node)
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts.values())
+
+
+@dataclass
+class TemplateScore:
+    """How suspicious one template is, and why."""
+
+    template: Template
+    score: float
+    scores: dict  # scorer name -> value in [0, 1]
+    category: str | None = None
+    subcategory: str | None = None
+    rule: str | None = None
+    collateral: bool = False
+    benign: bool = False
+    reasons: list = field(default_factory=list)
+
+
+@dataclass
+class NodeScore:
+    node: str
+    score: float
+    role: str = "normal"
+    reasons: list = field(default_factory=list)
+    scores: dict = field(default_factory=dict)
+
+
+@dataclass
+class EvidenceLine:
+    node: str
+    file: str
+    line: int
+    text: str
+    template_id: str | None
+    iteration: int | None
+    stage: str | None
+    time: float | None
+    score: float
+
+
+@dataclass
+class Finding:
+    """The located failure: what, where, when, and the lines that prove it."""
+
+    category: str
+    subcategory: str | None
+    confidence: float
+    summary: str
+    node: str | None
+    ranks: list
+    stage: str | None
+    iteration: int | None
+    time: float | None
+    evidence: list  # [EvidenceLine]
+
+
+@dataclass
+class Diagnosis:
+    """Everything the report renderers need, and nothing they must recompute."""
+
+    verdict: str  # failure | healthy | inconclusive
+    finding: Finding | None
+    nodes: list  # [NodeScore + NodeStats info]
+    node_stats: dict  # node -> NodeStats
+    templates: list  # [TemplateScore]
+    accounting: Accounting
+    paths: list
+    baseline: str | None = None
+    metrics: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+    explanations: dict = field(default_factory=dict)

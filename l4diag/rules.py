@@ -1,0 +1,199 @@
+"""Load and validate the rule files in ``patterns/`` (shipped in the wheel) and user files.
+
+A rule file is TOML with a list of ``[[rule]]`` tables. Every rule has a ``name``, a
+``category``, a ``regex`` and a real ``example`` line that the regex must match
+(checked at load time and by the tests). Rule kinds, one file each:
+
+- ``faults.toml``      known root-cause signatures; ``category`` is a fault category
+- ``collateral.toml``  what healthy ranks print when a peer dies; demoted, never a culprit on its own
+- ``benign.toml``      warning-looking lines that are normal
+- ``stages.toml``      stage markers; ``category`` is the stage entered
+- ``iterations.toml``  iteration markers; named groups ``iter`` (required), ``total``,
+                       ``loss``, ``grad_norm``, ``loss_scale``, ``iter_time``, ``skipped``
+- ``metrics.toml``     training metrics on iteration lines; ``category`` is the metric
+                       (loss, grad_norm, loss_scale, iter_time), named group ``value``
+- ``masks.toml``       variable-token masks, applied in file order; ``replacement`` is the token
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import regex
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from .model import CATEGORIES, STAGES
+
+RULE_KINDS = ("faults", "collateral", "benign", "stages", "iterations", "metrics", "masks")
+REGEX_TIMEOUT_S = 1.0
+METRICS = ("loss", "grad_norm", "loss_scale", "iter_time")
+ITERATION_GROUPS = {"iter", "total", "loss", "grad_norm", "loss_scale", "iter_time", "skipped"}
+
+
+class RulesError(Exception):
+    """A rule file cannot be used; the message names the file, the rule and the problem."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    kind: str
+    name: str
+    category: str
+    pattern: regex.Pattern
+    example: str
+    source_file: str
+    subcategory: str | None = None
+    weight: float = 1.0
+    replacement: str = ""
+    description: str = ""
+    stage_hint: str | None = None
+
+    def search(self, text: str) -> regex.Match | None:
+        """Search with a timeout so a pathological line cannot hang the run."""
+        try:
+            return self.pattern.search(text, timeout=REGEX_TIMEOUT_S)
+        except TimeoutError:
+            return None
+
+
+@dataclass
+class RuleSet:
+    faults: list = field(default_factory=list)
+    collateral: list = field(default_factory=list)
+    benign: list = field(default_factory=list)
+    stages: list = field(default_factory=list)
+    iterations: list = field(default_factory=list)
+    metrics: list = field(default_factory=list)
+    masks: list = field(default_factory=list)
+    files: list = field(default_factory=list)
+
+    def all_rules(self) -> list:
+        return [*self.faults, *self.collateral, *self.benign, *self.stages, *self.iterations, *self.metrics, *self.masks]
+
+
+def builtin_rule_files() -> list:
+    """The rule files shipped inside the package, as (kind, name, text)."""
+    out = []
+    base = resources.files("l4diag") / "patterns"
+    for kind in RULE_KINDS:
+        res = base / f"{kind}.toml"
+        if res.is_file():
+            out.append((kind, f"patterns/{kind}.toml", res.read_text(encoding="utf-8")))
+    return out
+
+
+def load_rules(extra_files: list | None = None) -> RuleSet:
+    """Load the built-in rules plus user rule files (``kind`` taken from the table ``kind`` key or file name)."""
+    ruleset = RuleSet()
+    for kind, name, text in builtin_rule_files():
+        _add_file(ruleset, kind, name, text)
+    for path in extra_files or []:
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise RulesError(f"{path}: cannot read rule file: {exc}") from exc
+        kind = _kind_from_text_or_name(text, p)
+        _add_file(ruleset, kind, str(path), text)
+    return ruleset
+
+
+def _kind_from_text_or_name(text: str, path: Path) -> str:
+    stem = path.stem
+    for kind in RULE_KINDS:
+        if stem == kind or stem.endswith("_" + kind) or stem.endswith("-" + kind):
+            return kind
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise RulesError(f"{path}: invalid TOML: {exc}") from exc
+    kind = data.get("kind")
+    if kind not in RULE_KINDS:
+        raise RulesError(
+            f"{path}: cannot tell the rule kind; name the file <kind>.toml or set kind = one of {', '.join(RULE_KINDS)}"
+        )
+    return kind
+
+
+def _add_file(ruleset: RuleSet, kind: str, name: str, text: str) -> None:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise RulesError(f"{name}: invalid TOML: {exc}") from exc
+    rules = data.get("rule", [])
+    if not isinstance(rules, list):
+        raise RulesError(f"{name}: 'rule' must be an array of tables ([[rule]])")
+    seen = {r.name for r in getattr(ruleset, kind)}
+    for index, raw in enumerate(rules):
+        rule = parse_rule(kind, name, index, raw)
+        if rule.name in seen:
+            raise RulesError(f"{name}: rule {rule.name!r}: duplicate rule name")
+        seen.add(rule.name)
+        getattr(ruleset, kind).append(rule)
+    ruleset.files.append(name)
+
+
+def parse_rule(kind: str, file: str, index: int, raw: dict) -> Rule:
+    """Validate one rule table and compile its regex."""
+    if not isinstance(raw, dict):
+        raise RulesError(f"{file}: rule #{index + 1}: must be a table")
+    name = raw.get("name")
+    where = f"{file}: rule {name!r}" if name else f"{file}: rule #{index + 1}"
+    for key in ("name", "category", "regex", "example"):
+        if not isinstance(raw.get(key), str) or not raw.get(key):
+            raise RulesError(f"{where}: missing or empty string field {key!r}")
+    category = raw["category"]
+    if kind == "faults" and category not in CATEGORIES:
+        raise RulesError(f"{where}: category {category!r} is not one of {', '.join(CATEGORIES)}")
+    if kind == "stages" and category not in STAGES:
+        raise RulesError(f"{where}: category {category!r} is not a stage ({', '.join(STAGES)})")
+    flags = regex.V0
+    if raw.get("ignore_case"):
+        flags |= regex.IGNORECASE
+    try:
+        pattern = regex.compile(raw["regex"], flags)
+    except regex.error as exc:
+        raise RulesError(f"{where}: invalid regex: {exc}") from exc
+    if kind == "iterations" and "iter" not in pattern.groupindex:
+        raise RulesError(f"{where}: an iteration rule needs a named group (?P<iter>...)")
+    if kind == "iterations":
+        unknown = set(pattern.groupindex) - ITERATION_GROUPS
+        if unknown:
+            raise RulesError(f"{where}: unknown named groups {sorted(unknown)}; allowed: {sorted(ITERATION_GROUPS)}")
+    if kind == "metrics" and "value" not in pattern.groupindex:
+        raise RulesError(f"{where}: a metric rule needs a named group (?P<value>...)")
+    if kind == "metrics" and category not in METRICS:
+        raise RulesError(f"{where}: category {category!r} is not a metric ({', '.join(METRICS)})")
+    weight = raw.get("weight", 1.0)
+    if not isinstance(weight, (int, float)) or not 0 <= weight <= 1:
+        raise RulesError(f"{where}: weight must be a number in [0, 1]")
+    stage_hint = raw.get("stage")
+    if stage_hint is not None and stage_hint not in STAGES:
+        raise RulesError(f"{where}: stage {stage_hint!r} is not a stage ({', '.join(STAGES)})")
+    rule = Rule(
+        kind=kind,
+        name=raw["name"],
+        category=category,
+        pattern=pattern,
+        example=raw["example"],
+        source_file=file,
+        subcategory=raw.get("subcategory"),
+        weight=float(weight),
+        replacement=str(raw.get("replacement", "")),
+        description=str(raw.get("description", "")),
+        stage_hint=stage_hint,
+    )
+    try:
+        matched = pattern.search(rule.example, timeout=REGEX_TIMEOUT_S)
+    except TimeoutError as exc:
+        raise RulesError(f"{where}: regex timed out on its own example line") from exc
+    if not matched:
+        raise RulesError(f"{where}: regex does not match its example line {rule.example!r}")
+    return rule
