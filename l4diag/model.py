@@ -88,6 +88,9 @@ class MetricPoint:
     loss_scale: float | None = None
     iter_time: float | None = None
     skipped: bool = False
+    file: str = ""
+    line: int = 0
+    text: str = ""
 
 
 @dataclass
@@ -105,9 +108,14 @@ class NodeStats:
     iteration_times: list = field(default_factory=list)  # [(iteration, time)]
     metrics: list = field(default_factory=list)  # [MetricPoint]
     log_interval: int | None = None
+    stream_lines: dict = field(default_factory=dict)  # file -> lines of this node in it
+    stage_changes: list = field(default_factory=list)  # [(time, seq, stage, iteration)]
+    has_stage_markers: bool = False
 
     def merge(self, other: NodeStats) -> None:
         self.lines += other.lines
+        for name, count in other.stream_lines.items():
+            self.stream_lines[name] = self.stream_lines.get(name, 0) + count
         self.streams |= other.streams
         self.first_time = _min_opt(self.first_time, other.first_time)
         if other.last_time is not None and (self.last_time is None or other.last_time >= self.last_time):
@@ -122,6 +130,9 @@ class NodeStats:
             self.last_iteration_time = other.last_iteration_time
         self.iteration_times.extend(other.iteration_times)
         self.iteration_times.sort(key=lambda p: (p[0], p[1] or 0.0))
+        self.stage_changes.extend(other.stage_changes)
+        self.stage_changes.sort(key=lambda c: (c[0] is None, c[0] or 0.0, c[1]))
+        self.has_stage_markers = self.has_stage_markers or other.has_stage_markers
         self.metrics.extend(other.metrics)
         self.metrics.sort(key=lambda m: (m.iteration, m.seq))
         if other.log_interval and (not self.log_interval or other.log_interval < self.log_interval):
@@ -154,8 +165,10 @@ class Accounting:
     skipped: Counter = field(default_factory=Counter)
     warnings: list = field(default_factory=list)
     streams: int = 0
+    inputs_skipped: Counter = field(default_factory=Counter)  # whole inputs that could not be used, by reason
 
     def merge(self, other: Accounting) -> None:
+        self.inputs_skipped.update(other.inputs_skipped)
         self.lines_read += other.lines_read
         self.lines_parsed += other.lines_parsed
         self.bytes_read += other.bytes_read

@@ -1,0 +1,35 @@
+"""The central error handler: turns exceptions into one-line messages and exit codes."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+
+from ..baseline import BaselineError
+from ..rules import RulesError
+from ..sources import InputError
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class UsageError(Exception):
+    """A bad option value or combination."""
+
+
+@contextlib.contextmanager
+def error_handler(exit_codes: list) -> Iterator:
+    """Run a command body; map known errors to exit code 2 with a one-line message on stderr."""
+    try:
+        yield
+    except (InputError, RulesError, BaselineError, UsageError) as exc:
+        print(f"l4diag: error: {exc}", file=sys.stderr)
+        exit_codes.append(EXIT_USAGE)
+    except KeyboardInterrupt:
+        print("l4diag: interrupted", file=sys.stderr)
+        exit_codes.append(EXIT_INTERRUPTED)
+    except BrokenPipeError:
+        exit_codes.append(EXIT_OK)

@@ -1,0 +1,127 @@
+"""Per-stream context: the current training iteration and stage, and metrics on iteration lines."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .model import MetricPoint
+from .rules import RuleSet
+
+
+def _prefilter(rules: list):
+    """One fast alternation that says whether any of the rules could match a line."""
+    if not rules:
+        return None
+    parts = []
+    for rule in rules:
+        src = re.sub(r"\(\?P<\w+>", "(?:", rule.pattern.pattern)
+        parts.append(f"(?:{src})")
+    try:
+        return re.compile("|".join(parts))
+    except re.error:
+        return None
+
+
+@dataclass
+class Markers:
+    """Compiled marker rules, shared by every stream of a run."""
+
+    iteration_rules: list
+    stage_rules: list
+    metric_rules: list
+    iteration_any: object = None
+    stage_any: object = None
+
+    @classmethod
+    def from_rules(cls, rules: RuleSet) -> Markers:
+        return cls(
+            iteration_rules=rules.iterations,
+            stage_rules=rules.stages,
+            metric_rules=rules.metrics,
+            iteration_any=_prefilter(rules.iterations),
+            stage_any=_prefilter(rules.stages),
+        )
+
+
+@dataclass
+class Context:
+    """Where one stream is: iteration, stage, and what iteration lines said."""
+
+    iteration: int | None = None
+    stage: str = "init"
+    iterations_seen: list = field(default_factory=list)  # [(iteration, time)]
+    metrics: list = field(default_factory=list)  # [MetricPoint]
+    log_interval: int | None = None
+    stage_changes: list = field(default_factory=list)  # [(time, seq, stage, iteration)]
+    has_stage_markers: bool = False
+
+    def observe(self, text: str, time: float | None, seq: int, markers: Markers, where: tuple = ("", 0)) -> None:
+        """Update iteration and stage from one line."""
+        if markers.iteration_any is None or markers.iteration_any.search(text):
+            if self._observe_iteration(text, time, seq, markers, where):
+                return
+        if markers.stage_any is None or markers.stage_any.search(text):
+            for rule in markers.stage_rules:
+                if rule.search(text):
+                    self.has_stage_markers = True
+                    self._enter(rule.category, time, seq)
+                    return
+
+    def _enter(self, stage: str, time: float | None, seq: int) -> None:
+        if stage != self.stage:
+            self.stage = stage
+            self.stage_changes.append((time, seq, stage, self.iteration))
+
+    def _observe_iteration(self, text: str, time: float | None, seq: int, markers: Markers, where: tuple) -> bool:
+        for rule in markers.iteration_rules:
+            m = rule.search(text)
+            if not m:
+                continue
+            iteration = _as_int(m.group("iter"))
+            if iteration is None:
+                continue
+            if self.iteration is not None and iteration > self.iteration:
+                step = iteration - self.iteration
+                if self.log_interval is None or step < self.log_interval:
+                    self.log_interval = step
+            self.iteration = iteration
+            self.has_stage_markers = True
+            self._enter("train", time, seq)
+            self.iterations_seen.append((iteration, time))
+            point = read_metrics(text, iteration, time, seq, markers.metric_rules)
+            point.file, point.line, point.text = where[0], where[1], text
+            self.metrics.append(point)
+            return True
+        return False
+
+
+def _as_int(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(float(value))
+    except (ValueError, OverflowError):
+        return None
+
+
+def read_metrics(text: str, iteration: int, time: float | None, seq: int, rules: list) -> MetricPoint:
+    """Read loss, grad norm, loss scale and iteration time as numbers from an iteration line."""
+    point = MetricPoint(iteration=iteration, time=time, seq=seq)
+    for rule in rules:
+        if getattr(point, rule.category) is not None:
+            continue
+        m = rule.search(text)
+        if m:
+            setattr(point, rule.category, _as_float(m.group("value")))
+    if "skipped" in text.lower() and re.search(r"number of skipped iterations:\s*[1-9]", text):
+        point.skipped = True
+    return point
+
+
+def _as_float(value: str) -> float | None:
+    try:
+        v = float(value)
+    except ValueError:
+        return None
+    return v

@@ -1,0 +1,460 @@
+"""Combine the scorers into a Diagnosis: ranked templates, ranked nodes, and the located failure."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .model import Diagnosis, EvidenceLine, Finding, NodeScore, Occurrence, Partial, TemplateScore
+from .rules import RuleSet
+from .scoring import crossjob, metrics, patterns, silence, spatial, temporal
+
+LEXICAL_RE = re.compile(
+    r"(?i)\b(?:error|errors|exception|traceback|fail|failed|failure|fatal|abort|aborted|killed|"
+    r"timeout|timed out|crash|segmentation fault|core dumped|panic)\b"
+)
+MIN_FAULT_WEIGHT = 0.3
+FAILURE_THRESHOLD = 0.5
+STRONG_MARGIN = 0.25
+MAX_EVIDENCE = 10
+
+
+@dataclass
+class DiagnoseOptions:
+    top: int = 20
+    explain: bool = False
+
+
+@dataclass
+class _Item:
+    """A failure-indicating occurrence of one key on one node."""
+
+    key: str
+    node: str
+    occ: Occurrence
+    hit: patterns.PatternHit
+    weight: float
+    template_id: str | None = None
+    score: float = 0.0
+
+
+@dataclass
+class _Context:
+    partial: Partial
+    templates: list
+    key_to_template: dict
+    key_hits: dict
+    node_stats: dict
+    nodes: list
+    items: dict = field(default_factory=dict)  # node -> [_Item] (fault)
+    collateral: dict = field(default_factory=dict)  # node -> [_Item]
+
+
+def diagnose(partial: Partial, templates: list, rules: RuleSet, baseline=None, options: DiagnoseOptions | None = None,
+             paths: list | None = None) -> Diagnosis:
+    """The whole reduce-side analysis over a merged Partial and its templates."""
+    options = options or DiagnoseOptions()
+    key_to_template = {k: t.id for t in templates for k in t.keys}
+    key_hits = patterns.classify_keys(partial.keys, rules)
+    ctx = _Context(partial, templates, key_to_template, key_hits, partial.nodes, sorted(partial.nodes))
+    _collect_items(ctx)
+    template_scores = score_templates(ctx, baseline)
+    metric_findings = metrics.find_anomalies(ctx.node_stats)
+    silences = silence.silence_scores(ctx.node_stats)
+    finding, culprit_reason = locate(ctx, metric_findings, silences)
+    node_scores = rank_nodes(ctx, finding, silences, template_scores)
+    verdict = _verdict(finding)
+    shown = [ts for ts in template_scores if ts.score > 0][: options.top]
+    return Diagnosis(
+        verdict=verdict,
+        finding=finding if verdict != "healthy" else None,
+        nodes=node_scores,
+        node_stats=ctx.node_stats,
+        templates=shown,
+        accounting=partial.accounting,
+        paths=list(paths or []),
+        metrics=_metrics_summary(metric_findings, ctx.node_stats),
+        explanations={"culprit": culprit_reason} if culprit_reason else {},
+    )
+
+
+# --- items: which occurrences indicate a failure -------------------------------------------------
+
+
+def _collect_items(ctx: _Context) -> None:
+    for key, per_node in ctx.partial.keys.items():
+        hit = ctx.key_hits.get(key)
+        if hit is None or hit.is_benign or not (hit.is_fault or hit.is_collateral):
+            continue
+        for node, stats in per_node.items():
+            item = _Item(key, node, stats.first, hit, hit.fault_weight if hit.is_fault else hit.collateral_weight,
+                         ctx.key_to_template.get(key))
+            if hit.is_fault and hit.fault_weight >= MIN_FAULT_WEIGHT:
+                item.weight = _recovery_discount(item, ctx.node_stats.get(node))
+                ctx.items.setdefault(node, []).append(item)
+            elif hit.is_collateral:
+                ctx.collateral.setdefault(node, []).append(item)
+
+
+def _recovery_discount(item: _Item, stats) -> float:
+    """A non-fatal-looking fault line long before the node stopped, with training going on after it, counts less."""
+    weight = item.weight
+    if stats is None or weight >= 0.9:
+        return weight
+    lateness = temporal.closeness_to_end(item.occ, stats)
+    progressed = (
+        item.occ.iteration is not None
+        and stats.last_iteration is not None
+        and stats.log_interval
+        and stats.last_iteration - item.occ.iteration >= 3 * stats.log_interval
+    )
+    if progressed or lateness < 0.5:
+        return weight * (0.35 + 0.5 * lateness)
+    return weight
+
+
+# --- templates ---------------------------------------------------------------------------------
+
+
+def score_templates(ctx: _Context, baseline) -> list:
+    """Score every template from pattern priors, coverage rarity, lateness and cross-job novelty."""
+    hits = patterns.template_hits(ctx.templates, ctx.key_hits)
+    total = len(ctx.nodes)
+    out = []
+    for t in ctx.templates:
+        hit = hits[t.id]
+        scores = {
+            "pattern": patterns.pattern_score(hit),
+            "spatial": spatial.coverage_rarity(len(t.counts), total),
+            "temporal": temporal.template_lateness(t, ctx.node_stats),
+        }
+        novelty = crossjob.novelty(t, baseline)
+        if novelty is not None:
+            scores["cross_job"] = novelty
+        lexical = 1.0 if LEXICAL_RE.search(t.text) else 0.0
+        scores["lexical"] = lexical
+        score = _combine_template(scores, hit)
+        reasons = [hit.explain()] if hit.fault_rule or hit.collateral_rule or hit.benign_rule else []
+        if scores["spatial"] >= 0.5 and total > 2:
+            reasons.append(f"printed by {len(t.counts)} of {total} nodes")
+        if novelty == 1.0:
+            reasons.append("never seen in the healthy baseline")
+        cat = hit.fault_rule.category if hit.is_fault else (hit.collateral_rule.category if hit.is_collateral else None)
+        out.append(TemplateScore(
+            template=t, score=round(score, 4), scores={k: round(v, 4) for k, v in scores.items()},
+            category=cat, subcategory=hit.fault_rule.subcategory if hit.is_fault else None,
+            rule=(hit.fault_rule or hit.collateral_rule or hit.benign_rule).name if (hit.fault_rule or hit.collateral_rule or hit.benign_rule) else None,
+            collateral=hit.is_collateral, benign=hit.is_benign, reasons=reasons,
+        ))
+    out.sort(key=lambda ts: (-ts.score, ts.template.id))
+    return out
+
+
+def _combine_template(scores: dict, hit: patterns.PatternHit) -> float:
+    if hit.is_benign:
+        return 0.0
+    anomaly_parts = [scores["spatial"], scores["temporal"]]
+    if "cross_job" in scores:
+        anomaly_parts.append(scores["cross_job"] * 2)
+    anomaly = min(1.0, sum(anomaly_parts) / (len(anomaly_parts) + (1 if "cross_job" in scores else 0)))
+    base = scores["pattern"]
+    if "cross_job" in scores and scores["cross_job"] == 0.0 and not hit.is_fault:
+        anomaly *= 0.2
+    lexical_factor = 1.0 if scores["lexical"] else 0.3
+    return min(1.0, 0.65 * base + 0.35 * anomaly * lexical_factor)
+
+
+# --- locating the failure ----------------------------------------------------------------------
+
+
+def _best_item(items: list) -> _Item:
+    return max(items, key=lambda it: (it.weight, -(it.occ.time or 0.0), -it.occ.seq))
+
+
+def _first_time(items: list) -> float | None:
+    times = [it.occ.time for it in items if it.occ.time is not None]
+    return min(times) if times else None
+
+
+def locate(ctx: _Context, metric_findings: list, silences: dict) -> tuple:
+    """Find the culprit node and what, where and when it failed. Returns (Finding | None, reason)."""
+    fault_nodes = {n: items for n, items in ctx.items.items() if items}
+    if fault_nodes:
+        strongest = max(_best_item(items).weight for items in fault_nodes.values())
+        if strongest >= FAILURE_THRESHOLD or not _failing_metrics(metric_findings):
+            culprit, reason = _pick_fault_culprit(ctx, fault_nodes, strongest, silences)
+            return _fault_finding(ctx, culprit, fault_nodes[culprit]), reason
+    failing = _failing_metrics(metric_findings)
+    if failing:
+        first = min(failing, key=lambda f: (f.iteration, f.seq))
+        return _metric_finding(ctx, first), f"training metrics: {first.detail}"
+    if any(ctx.collateral.values()):
+        return _collateral_finding(ctx, silences)
+    return None, ""
+
+
+def _failing_metrics(findings: list) -> list:
+    return [f for f in findings if f.failure]
+
+
+def _pick_fault_culprit(ctx: _Context, fault_nodes: dict, strongest: float, silences: dict) -> tuple:
+    strong = {n: items for n, items in fault_nodes.items() if _best_item(items).weight >= strongest - STRONG_MARGIN}
+    strong_items = {n: [it for it in items if it.weight >= strongest - STRONG_MARGIN] for n, items in strong.items()}
+    if len(strong) == 1:
+        node = next(iter(strong))
+        return node, f"only node with a strong fault signature ({_best_item(strong[node]).hit.fault_rule.name})"
+    timed = {n: _first_time(items) for n, items in strong_items.items()}
+    if all(t is not None for t in timed.values()):
+        order = sorted(timed, key=lambda n: (timed[n], -_best_item(strong[n]).weight, n))
+        return order[0], "earliest strong fault signature in time among nodes that printed one"
+    coverage = {}
+    for items in strong_items.values():
+        for it in items:
+            coverage.setdefault(it.key, set()).add(it.node)
+
+    def rank(n: str) -> tuple:
+        best = _best_item(strong[n])
+        rarest = min(len(coverage[it.key]) for it in strong_items[n])
+        return (-best.weight, rarest, len(ctx.collateral.get(n, [])), -silences.get(n, 0.0), n)
+
+    node = min(strong, key=rank)
+    return node, "strongest and rarest fault signature (no timestamps to order nodes)"
+
+
+def _fault_finding(ctx: _Context, node: str, items: list) -> Finding:
+    best = _best_item(items)
+    # Category from the strongest signature; among equally strong ones the earliest.
+    top = [it for it in items if it.weight >= best.weight - 0.05]
+    cause = min(top, key=_time_order)
+    first = min((it for it in items if it.weight >= MIN_FAULT_WEIGHT + 0.2), key=_time_order, default=cause)
+    rule = cause.hit.fault_rule
+    stage = _stage_of(ctx, node, first.occ, rule.stage_hint)
+    iteration = _iteration_at(ctx, node, first.occ, stage)
+    evidence = _evidence(ctx, node, items, first)
+    confidence = _confidence(ctx, node, best.weight)
+    summary = _summary(rule.category, rule.subcategory or rule.name, node, stage, iteration, cause.occ.text)
+    return Finding(rule.category, rule.subcategory, confidence, summary, node, _ranks(cause.occ.text), stage,
+                   iteration, first.occ.time, evidence)
+
+
+def _time_order(it: _Item) -> tuple:
+    return (it.occ.time is None, it.occ.time or 0.0, it.occ.file, it.occ.seq)
+
+
+def _metric_finding(ctx: _Context, f) -> Finding:
+    stats = ctx.node_stats[f.node]
+    point = next((p for p in stats.metrics if p.seq == f.seq and p.iteration == f.iteration), None)
+    evidence = []
+    if point is not None:
+        evidence.append(EvidenceLine(f.node, point.file, point.line, point.text, None, point.iteration, "train",
+                                     point.time, 1.0))
+    prev = [p.iteration for p in stats.metrics if p.iteration < f.iteration]
+    iteration = f.iteration
+    summary = f"Training diverged on {f.node}: {f.detail}."
+    return Finding("divergence", f.kind, 0.85, summary, f.node, [], "train", iteration if not prev else iteration,
+                   f.time, evidence)
+
+
+def _collateral_finding(ctx: _Context, silences: dict) -> tuple:
+    """Only collateral lines: a peer hung or died silently. Name the silent node if there is one."""
+    stopper = silence.first_stopper(ctx.node_stats)
+    quiet = [n for n in ctx.nodes if not ctx.collateral.get(n)]
+    noisy = [n for n in ctx.nodes if ctx.collateral.get(n)]
+    if stopper is not None:
+        node, reason = stopper, "stopped logging first while the other nodes later reported timeouts"
+    elif len(quiet) == 1 and len(noisy) >= 2:
+        node, reason = quiet[0], "the only node that printed no timeout or abort while all others did"
+    else:
+        node, reason = None, ""
+    all_items = [it for items in ctx.collateral.values() for it in items]
+    first_coll = min(all_items, key=_time_order)
+    if node is not None:
+        stats = ctx.node_stats[node]
+        last = _last_occurrence(ctx, node)
+        stage = _stage_of(ctx, node, last, None) if last else stats.last_stage
+        iteration = _iteration_at(ctx, node, last, stage) if last else stats.last_iteration
+        evidence = []
+        if last is not None:
+            evidence.append(EvidenceLine(node, last.file, last.line, last.text, None, last.iteration, stage, last.time, 0.6))
+        evidence += [_evidence_line(it, 0.5) for it in sorted(all_items, key=_time_order)[:4]]
+        summary = _summary("hang", "no_progress", node, stage, iteration,
+                           "went silent; the other nodes timed out waiting for it")
+        return Finding("hang", "no_progress", 0.6, summary, node, [], stage, iteration, last.time if last else None,
+                       evidence), reason
+    rule = first_coll.hit.collateral_rule
+    category = rule.category if rule.category in ("network", "hang", "hardware", "storage", "oom", "software") else "unknown"
+    stage = _stage_of(ctx, first_coll.node, first_coll.occ, None)
+    iteration = _iteration_at(ctx, first_coll.node, first_coll.occ, stage)
+    evidence = [_evidence_line(it, 0.5) for it in sorted(all_items, key=_time_order)[:MAX_EVIDENCE]]
+    summary = _summary(category, rule.name, first_coll.node, stage, iteration, first_coll.occ.text)
+    return Finding(category, rule.name, 0.35, summary, first_coll.node, _ranks(first_coll.occ.text), stage, iteration,
+                   first_coll.occ.time, evidence), "first node to report a collective timeout; no root-cause line found"
+
+
+def _last_occurrence(ctx: _Context, node: str) -> Occurrence | None:
+    last = None
+    for per_node in ctx.partial.keys.values():
+        stats = per_node.get(node)
+        if stats is not None and (last is None or (stats.last.file, stats.last.seq) > (last.file, last.seq)):
+            last = stats.last
+    return last
+
+
+# --- stage and iteration -----------------------------------------------------------------------
+
+
+def _reference_nodes(ctx: _Context) -> list:
+    """Nodes that log iterations or stage markers, most informative first."""
+    return sorted(
+        (n for n, s in ctx.node_stats.items() if s.has_stage_markers),
+        key=lambda n: (-len(ctx.node_stats[n].iteration_times), -len(ctx.node_stats[n].stage_changes), n),
+    )
+
+
+def _stage_of(ctx: _Context, node: str, occ: Occurrence, hint: str | None) -> str:
+    stats = ctx.node_stats[node]
+    stage = occ.stage
+    if not stats.has_stage_markers and occ.time is not None:
+        aligned = _stage_at_time(ctx, occ.time)
+        if aligned is not None:
+            stage = aligned
+    elif not stats.has_stage_markers:
+        refs = _reference_nodes(ctx)
+        if refs and temporal.closeness_to_end(occ, stats) > 0.5:
+            stage = ctx.node_stats[refs[0]].last_stage
+    if hint and stage in ("init", "train") and hint != stage:
+        stage = hint
+    return stage
+
+
+def _stage_at_time(ctx: _Context, t: float) -> str | None:
+    for ref in _reference_nodes(ctx):
+        changes = [c for c in ctx.node_stats[ref].stage_changes if c[0] is not None]
+        if not changes:
+            continue
+        stage = "init"
+        for when, _, st, _ in changes:
+            if when <= t:
+                stage = st
+        return stage
+    return None
+
+
+def _iteration_at(ctx: _Context, node: str, occ: Occurrence, stage: str | None) -> int | None:
+    stats = ctx.node_stats[node]
+    if stats.iteration_times:
+        return occ.iteration
+    if occ.time is not None:
+        best = None
+        for other in ctx.node_stats.values():
+            for it, when in other.iteration_times:
+                if when is not None and when <= occ.time and (best is None or it > best):
+                    best = it
+        if best is not None or any(s.iteration_times for s in ctx.node_stats.values()):
+            return best
+    if stage in ("train", "checkpoint_save", "shutdown"):
+        refs = [s for s in ctx.node_stats.values() if s.last_iteration is not None]
+        if refs:
+            return max(s.last_iteration for s in refs)
+    return None
+
+
+# --- evidence, nodes, confidence -------------------------------------------------------------------
+
+
+def _evidence_line(it: _Item, score: float) -> EvidenceLine:
+    occ = it.occ
+    return EvidenceLine(it.node, occ.file, occ.line, occ.text, it.template_id, occ.iteration, occ.stage, occ.time,
+                        round(score, 4))
+
+
+def _evidence(ctx: _Context, node: str, items: list, first: _Item) -> list:
+    """The culprit's failure-indicating lines, most telling first; the first one in time always included."""
+    ranked = sorted(items, key=lambda it: (-it.weight, _time_order(it)))
+    chosen = []
+    seen_templates = set()
+    for it in [*ranked]:
+        tid = it.template_id or it.key
+        if tid in seen_templates:
+            continue
+        seen_templates.add(tid)
+        chosen.append(_evidence_line(it, it.weight))
+        if len(chosen) >= MAX_EVIDENCE:
+            break
+    if all((e.file, e.line) != (first.occ.file, first.occ.line) for e in chosen):
+        chosen[-1:] = [_evidence_line(first, first.weight)]
+    return chosen
+
+
+def _confidence(ctx: _Context, node: str, weight: float) -> float:
+    corroborated = any(ctx.collateral.get(n) for n in ctx.nodes if n != node) or len(ctx.nodes) == 1
+    suspects = [n for n, items in ctx.items.items() if n != node and _best_item(items).weight >= weight - 0.05]
+    conf = 0.55 * weight + (0.25 if corroborated else 0.1) + (0.2 if not suspects else 0.05)
+    return round(min(1.0, conf), 3)
+
+
+RANK_RE = re.compile(r"\[?\b[Rr]ank[ :]?(\d{1,6})\b")
+
+
+def _ranks(text: str) -> list:
+    return sorted({int(m) for m in RANK_RE.findall(text)})[:16]
+
+
+def rank_nodes(ctx: _Context, finding: Finding | None, silences: dict, template_scores: list) -> list:
+    """Every node with a role and a score, most suspicious first."""
+    exclude = {ts.template.id for ts in template_scores if ts.benign}
+    forest = spatial.isolation_scores(ctx.templates, ctx.nodes, exclude)
+    culprit = finding.node if finding else None
+    out = []
+    for node in ctx.nodes:
+        items = ctx.items.get(node, [])
+        fault = _best_item(items).weight if items else 0.0
+        coll = 1.0 if ctx.collateral.get(node) else 0.0
+        score = 0.6 * fault + 0.2 * silences.get(node, 0.0) + 0.1 * forest.get(node, 0.0) + 0.1 * coll * 0.3
+        reasons = []
+        if items:
+            reasons.append(_best_item(items).hit.explain())
+        if silences.get(node):
+            reasons.append("stopped logging before the other nodes")
+        if coll:
+            reasons.append(f"{len(ctx.collateral[node])} collateral line type(s) (timeouts, aborts, SIGTERM)")
+        if node == culprit:
+            role, score = "culprit", max(1.0, score)
+        elif fault >= 0.8:
+            role = "suspect"
+        elif coll or fault > 0:
+            role = "collateral"
+        else:
+            role = "normal"
+        out.append(NodeScore(node, round(score, 4), role, reasons,
+                             {"fault": fault, "silence": silences.get(node, 0.0), "spatial": forest.get(node, 0.0)}))
+    out.sort(key=lambda ns: (ns.role != "culprit", -ns.score, ns.node))
+    return out
+
+
+def _verdict(finding: Finding | None) -> str:
+    if finding is None:
+        return "healthy"
+    if finding.confidence >= FAILURE_THRESHOLD:
+        return "failure"
+    return "inconclusive" if finding.confidence >= 0.3 else "healthy"
+
+
+def _summary(category: str, what: str, node: str | None, stage: str | None, iteration: int | None, line: str) -> str:
+    where = f"on {node}" if node else "on an unidentified node"
+    when = f" at iteration {iteration}" if iteration is not None else ""
+    quoted = line.strip()
+    if len(quoted) > 160:
+        quoted = quoted[:157] + "..."
+    return f"{category.replace('_', ' ').capitalize()} fault ({what}) {where} during {stage or 'an unknown stage'}{when}: {quoted}"
+
+
+def _metrics_summary(findings: list, node_stats: dict) -> dict:
+    out = {"findings": [
+        {"kind": f.kind, "node": f.node, "iteration": f.iteration, "detail": f.detail, "failure": f.failure}
+        for f in findings
+    ]}
+    slow = metrics.stragglers(node_stats)
+    if slow:
+        out["stragglers"] = {n: round(r, 3) for n, r in sorted(slow.items())}
+    return out

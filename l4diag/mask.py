@@ -1,0 +1,230 @@
+"""The map step: mask variable tokens and fold a stream into a mergeable ``Partial``.
+
+Each line is reduced to a masked key (numbers, hex, IPs, UUIDs, timestamps and the node's own
+name replaced by tokens from ``patterns/masks.toml``); keys are counted per node with their
+first and last occurrence and the stages they were seen in.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+
+from .context import Context, Markers
+from .lines import (
+    DEFAULT_MAX_LINE_BYTES,
+    LineStats,
+    TimestampParser,
+    detect_prefix_kind,
+    iter_text_lines,
+    split_prefix,
+)
+from .model import KeyNodeStats, NodeStats, Occurrence, Partial, StreamSpec
+from .rules import RuleSet
+from .sources import STDIN, iter_archive, open_stream, read_head, strip_suffixes, wrap_decompressor
+
+WHITESPACE_RE = re.compile(r"\s+")
+MAX_KEY_CHARS = 2000
+SNIFF_LINES = 400
+
+
+class Masker:
+    """Apply the mask rules in order; ``re`` is used where the pattern allows, for speed."""
+
+    def __init__(self, rules: RuleSet) -> None:
+        self.steps = []
+        for rule in rules.masks:
+            try:
+                compiled = re.compile(rule.pattern.pattern, re.MULTILINE)
+            except re.error:
+                compiled = rule.pattern
+            self.steps.append((compiled, rule.replacement))
+
+    def key(self, text: str, node: str | None = None) -> str:
+        if node and len(node) >= 3 and node in text:
+            text = text.replace(node, "<NODE>")
+        for pattern, replacement in self.steps:
+            text = pattern.sub(replacement, text)
+        text = WHITESPACE_RE.sub(" ", text).strip()
+        return text[:MAX_KEY_CHARS]
+
+
+@dataclass
+class MapOptions:
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+    node_regex: str | None = None
+
+
+class _NodeFold:
+    """Per-node state while folding one stream."""
+
+    __slots__ = ("node", "ctx", "ts", "seq", "stats")
+
+    def __init__(self, node: str, file: str) -> None:
+        self.node = node
+        self.ctx = Context()
+        self.ts = TimestampParser()
+        self.seq = 0
+        self.stats = NodeStats(node=node, streams={file})
+
+
+class Folder:
+    """Fold lines of one or more streams into a Partial."""
+
+    def __init__(self, rules: RuleSet, options: MapOptions) -> None:
+        self.masker = Masker(rules)
+        self.markers = Markers.from_rules(rules)
+        self.options = options
+        self.partial = Partial()
+
+    def fold_spec(self, spec: StreamSpec) -> Partial:
+        """Fold one stream spec (a file, a compressed file, an archive or stdin)."""
+        acct = self.partial.accounting
+        try:
+            if spec.archive:
+                self._fold_archive(spec)
+            else:
+                fh = open_stream(spec)
+                try:
+                    self._fold_binary(fh, spec.display, spec.node)
+                finally:
+                    if spec.path != STDIN:
+                        fh.close()
+        except (OSError, EOFError, ValueError, RuntimeError) as exc:
+            acct.warnings.append(f"{spec.display}: cannot read: {type(exc).__name__}: {exc}")
+            acct.inputs_skipped["unreadable"] += 1
+        return self.partial
+
+    def _fold_archive(self, spec: StreamSpec) -> None:
+        import tarfile
+        import zipfile
+
+        try:
+            for member in iter_archive(spec):
+                if member.fileobj is None:
+                    self.partial.accounting.warnings.append(f"{member.display}: link member skipped")
+                    continue
+                fh = wrap_decompressor(member.fileobj, member.compression)
+                self._fold_binary(fh, member.display, member.node)
+        except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+            self.partial.accounting.inputs_skipped["broken_archive"] += 1
+            self.partial.accounting.warnings.append(
+                f"{spec.display}: broken archive ({type(exc).__name__}: {exc}); kept what was read"
+            )
+
+    def _fold_binary(self, fh, display: str, node: str | None) -> None:
+        stats = LineStats()
+        acct = self.partial.accounting
+        acct.streams += 1
+        lines = iter_text_lines(fh, stats, self.options.max_line_bytes)
+        if node is None:
+            head, lines = _peek(lines, SNIFF_LINES)
+            kind = detect_prefix_kind([t for _, t in head])
+            if kind is None:
+                self._fold_lines(_chain(head, lines), display, strip_suffixes(display.rsplit("/", 1)[-1]) or "stdin")
+            else:
+                self._fold_demux(_chain(head, lines), display, kind)
+        else:
+            self._fold_lines(lines, display, node)
+        acct.lines_read += stats.read
+        acct.lines_parsed += stats.parsed
+        acct.bytes_read += stats.bytes
+        acct.skipped.update(stats.skipped)
+        for w in stats.warnings:
+            acct.warnings.append(f"{display}: {w}")
+        if stats.invalid_utf8_lines:
+            acct.warnings.append(f"{display}: {stats.invalid_utf8_lines} lines had invalid UTF-8 (replaced)")
+        if stats.truncated_lines:
+            acct.warnings.append(
+                f"{display}: {stats.truncated_lines} lines longer than {self.options.max_line_bytes} bytes truncated"
+            )
+        if stats.read == 0:
+            acct.warnings.append(f"{display}: empty")
+
+    def _fold_lines(self, lines, display: str, node: str) -> None:
+        fold = _NodeFold(node, display)
+        for lineno, text in lines:
+            self._fold_one(fold, display, lineno, text)
+        self._finish(fold, display)
+
+    def _fold_demux(self, lines, display: str, kind: str) -> None:
+        folds: dict = {}
+        fallback = strip_suffixes(display.rsplit("/", 1)[-1]) or "stdin"
+        last = None
+        for lineno, text in lines:
+            _, node, rest = split_prefix(text, kind)
+            if node is None:
+                node, rest = (last or fallback), text
+            last = node
+            fold = folds.get(node)
+            if fold is None:
+                fold = folds[node] = _NodeFold(node, display)
+            self._fold_one(fold, display, lineno, rest)
+        for fold in folds.values():
+            self._finish(fold, display)
+
+    def _fold_one(self, fold: _NodeFold, display: str, lineno: int, text: str) -> None:
+        fold.seq += 1
+        time = fold.ts.parse(text)
+        ctx = fold.ctx
+        ctx.observe(text, time, fold.seq, self.markers, (display, lineno))
+        stats = fold.stats
+        if time is not None:
+            if stats.first_time is None:
+                stats.first_time = time
+            if stats.last_time is None or time >= stats.last_time:
+                stats.last_time = time
+        key = self.masker.key(text, fold.node)
+        per_node = self.partial.keys.get(key)
+        if per_node is None:
+            per_node = self.partial.keys[key] = {}
+        occ = Occurrence(display, lineno, text, fold.seq, ctx.iteration, ctx.stage, time)
+        ks = per_node.get(fold.node)
+        if ks is None:
+            per_node[fold.node] = KeyNodeStats(1, occ, occ, Counter({ctx.stage: 1}))
+        else:
+            ks.count += 1
+            ks.last = occ
+            ks.stages[ctx.stage] += 1
+
+    def _finish(self, fold: _NodeFold, display: str) -> None:
+        stats = fold.stats
+        ctx = fold.ctx
+        stats.lines = fold.seq
+        stats.stream_lines[display] = fold.seq
+        stats.last_stage = ctx.stage
+        stats.iteration_times = list(ctx.iterations_seen)
+        stats.metrics = list(ctx.metrics)
+        stats.log_interval = ctx.log_interval
+        stats.stage_changes = list(ctx.stage_changes)
+        stats.has_stage_markers = ctx.has_stage_markers
+        if ctx.iterations_seen:
+            stats.last_iteration, stats.last_iteration_time = ctx.iterations_seen[-1]
+        existing = self.partial.nodes.get(fold.node)
+        if existing is None:
+            self.partial.nodes[fold.node] = stats
+        else:
+            existing.merge(stats)
+
+
+def _peek(iterator, n: int) -> tuple:
+    head = []
+    for item in iterator:
+        head.append(item)
+        if len(head) >= n:
+            break
+    return head, iterator
+
+
+def _chain(head: list, rest):
+    yield from head
+    yield from rest
+
+
+def map_stream(spec: StreamSpec, rules: RuleSet, options: MapOptions) -> Partial:
+    """The map step for one stream spec, suitable for a process pool."""
+    return Folder(rules, options).fold_spec(spec)
+
+
+__all__ = ["Folder", "MapOptions", "Masker", "map_stream", "read_head"]

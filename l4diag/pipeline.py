@@ -1,0 +1,122 @@
+"""Run the pipeline: sources -> map (in a process pool) -> merge -> templates -> diagnosis."""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+
+from . import baseline as baseline_mod
+from .diagnosis import DiagnoseOptions, diagnose
+from .mask import MapOptions, map_stream
+from .model import Diagnosis, Partial
+from .rules import RuleSet, load_rules
+from .sources import InputError, discover
+from .templates import build_templates
+
+
+@dataclass
+class RunOptions:
+    jobs: int = 0  # 0: all cores
+    node_regex: str | None = None
+    max_line_bytes: int = 1 << 20
+    rule_files: list = field(default_factory=list)
+    baseline: str | None = None
+    top: int = 20
+    progress: object = None  # callable(done, total) or None
+
+
+def default_jobs() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+_WORKER_RULES: RuleSet | None = None
+_WORKER_FILES: tuple = ()
+
+
+def _worker_map(args: tuple) -> Partial:
+    global _WORKER_RULES, _WORKER_FILES
+    spec, rule_files, map_options = args
+    if _WORKER_RULES is None or _WORKER_FILES != tuple(rule_files):
+        _WORKER_RULES, _WORKER_FILES = load_rules(rule_files), tuple(rule_files)
+    return map_stream(spec, _WORKER_RULES, map_options)
+
+
+def map_all(paths: list, options: RunOptions, rules: RuleSet) -> Partial:
+    """Discover inputs and fold every stream into one merged Partial."""
+    found = discover(paths, options.node_regex)
+    merged = Partial()
+    merged.accounting.warnings.extend(found.warnings)
+    merged.accounting.inputs_skipped.update(found.skipped_inputs)
+    map_options = MapOptions(max_line_bytes=options.max_line_bytes, node_regex=options.node_regex)
+    specs = found.streams
+    jobs = options.jobs or default_jobs()
+    pooled = [s for s in specs if s.path != "-"]
+    local = [s for s in specs if s.path == "-"]
+    done = 0
+    total = len(specs)
+    partials = []
+    if jobs > 1 and len(pooled) > 1:
+        with ProcessPoolExecutor(max_workers=min(jobs, len(pooled))) as pool:
+            for part in pool.map(_worker_map, [(s, options.rule_files, map_options) for s in pooled]):
+                partials.append(part)
+                done += 1
+                _progress(options, done, total)
+    else:
+        local = pooled + local
+    for spec in local:
+        partials.append(map_stream(spec, rules, map_options))
+        done += 1
+        _progress(options, done, total)
+    for part in partials:
+        merged.merge(part)
+    return merged
+
+
+def _progress(options: RunOptions, done: int, total: int) -> None:
+    if options.progress is not None:
+        options.progress(done, total)
+
+
+def check_usable(partial: Partial) -> None:
+    """Raise InputError when nothing at all could be read."""
+    acct = partial.accounting
+    if acct.lines_parsed == 0:
+        reasons = "; ".join(acct.warnings[:3]) or "no input lines"
+        raise InputError(f"no usable log lines in the input ({reasons})")
+
+
+def run_diagnosis(paths: list, options: RunOptions) -> Diagnosis:
+    """The whole pipeline for ``l4diag diagnose``."""
+    timings = {}
+    t0 = time.perf_counter()
+    rules = load_rules(options.rule_files)
+    base = baseline_mod.load(options.baseline) if options.baseline else None
+    partial = map_all(paths, options, rules)
+    timings["map"] = time.perf_counter() - t0
+    check_usable(partial)
+    t1 = time.perf_counter()
+    templates = build_templates(partial)
+    timings["templates"] = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    result = diagnose(partial, templates, rules, base, DiagnoseOptions(top=options.top), paths)
+    timings["diagnosis"] = time.perf_counter() - t2
+    timings["total"] = time.perf_counter() - t0
+    result.timings = {k: round(v, 4) for k, v in timings.items()}
+    result.baseline = options.baseline
+    return result
+
+
+def learn_baseline(paths: list, options: RunOptions, existing: str | None = None) -> baseline_mod.Baseline:
+    """Fold healthy runs (one path per run) into a baseline."""
+    rules = load_rules(options.rule_files)
+    base = baseline_mod.load(existing) if existing else baseline_mod.Baseline()
+    for path in paths:
+        partial = map_all([path], options, rules)
+        check_usable(partial)
+        base.add_run(partial, build_templates(partial))
+    return base

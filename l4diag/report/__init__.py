@@ -1,0 +1,22 @@
+"""Renderers over one Diagnosis: one module per output format, each with ``render(diagnosis) -> str``."""
+
+from __future__ import annotations
+
+FORMATS = ("text", "json", "markdown")
+
+
+def render(diagnosis, fmt: str, *, explain: bool = False, color: bool = False, width: int = 100) -> str:
+    """Render a diagnosis in one of FORMATS."""
+    if fmt == "json":
+        from . import json as fmt_json
+
+        return fmt_json.render(diagnosis)
+    if fmt == "markdown":
+        from . import markdown
+
+        return markdown.render(diagnosis, explain=explain)
+    if fmt == "text":
+        from . import text
+
+        return text.render(diagnosis, explain=explain, color=color, width=width)
+    raise ValueError(f"unknown format {fmt!r}")

@@ -1,0 +1,113 @@
+"""Training metrics read as numbers: NaN/inf, loss and grad-norm blow-ups, loss-scale collapse, stragglers."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+
+WINDOW = 20
+SPIKE_MADS = 8.0
+SPIKE_MIN_RATIO = 1.5
+GRAD_BLOWUP_RATIO = 50.0
+RECOVERY_POINTS = 3
+SKIP_STORM = 8
+STRAGGLER_RATIO = 1.3
+
+
+@dataclass
+class MetricFinding:
+    """One training-metric anomaly on one node."""
+
+    kind: str  # nan_loss, nan_grad_norm, loss_divergence, grad_norm_blowup, loss_scale_collapse, skip_storm
+    node: str
+    iteration: int
+    time: float | None
+    seq: int
+    detail: str
+    failure: bool  # False for a recovered spike: worth mentioning, not a failure
+
+
+def find_anomalies(node_stats: dict) -> list:
+    """All metric findings over every node that logs metrics."""
+    out = []
+    for node, stats in sorted(node_stats.items()):
+        points = stats.metrics
+        if len(points) < 2:
+            continue
+        out.extend(_non_finite(node, points))
+        out.extend(_spikes(node, points, "loss", SPIKE_MADS))
+        out.extend(_grad_blowup(node, points))
+        out.extend(_skip_storm(node, points))
+    return out
+
+
+def _non_finite(node: str, points: list) -> list:
+    for p in points:
+        for name in ("loss", "grad_norm"):
+            v = getattr(p, name)
+            if v is not None and not math.isfinite(v):
+                return [MetricFinding(f"nan_{name}", node, p.iteration, p.time, p.seq,
+                                      f"{name.replace('_', ' ')} is {v} at iteration {p.iteration}", True)]
+    return []
+
+
+def _spikes(node: str, points: list, name: str, mads: float) -> list:
+    values = [(p, getattr(p, name)) for p in points if getattr(p, name) is not None and math.isfinite(getattr(p, name))]
+    for i in range(min(WINDOW, len(values)) // 2 + 3, len(values)):
+        window = [v for _, v in values[max(0, i - WINDOW):i]]
+        if len(window) < 5:
+            continue
+        med = statistics.median(window)
+        mad = statistics.median(abs(v - med) for v in window) or abs(med) * 0.01 or 1e-6
+        p, v = values[i]
+        if v > med + mads * mad and v > med * SPIKE_MIN_RATIO:
+            after = [x for _, x in values[i + 1:i + 1 + RECOVERY_POINTS * 3]]
+            recovered = len(after) >= RECOVERY_POINTS and all(x < med + (v - med) * 0.3 for x in after[-RECOVERY_POINTS:])
+            detail = f"{name.replace('_', ' ')} jumped from {med:.3g} to {v:.3g} at iteration {p.iteration}"
+            if recovered:
+                detail += " and recovered"
+            return [MetricFinding(f"{name}_divergence" if not recovered else f"{name}_spike_recovered",
+                                  node, p.iteration, p.time, p.seq, detail, not recovered)]
+    return []
+
+
+def _grad_blowup(node: str, points: list) -> list:
+    values = [(p, p.grad_norm) for p in points if p.grad_norm is not None and math.isfinite(p.grad_norm)]
+    if len(values) < 6:
+        return []
+    base = statistics.median(v for _, v in values[: max(5, len(values) // 2)])
+    tail = values[-RECOVERY_POINTS:]
+    if base > 0 and all(v > base * GRAD_BLOWUP_RATIO for _, v in tail):
+        p = next(p for p, v in values if v > base * GRAD_BLOWUP_RATIO)
+        return [MetricFinding("grad_norm_blowup", node, p.iteration, p.time, p.seq,
+                              f"grad norm grew from {base:.3g} to {tail[-1][1]:.3g} by iteration {tail[-1][0].iteration}", True)]
+    return []
+
+
+def _skip_storm(node: str, points: list) -> list:
+    run = 0
+    start = None
+    for p in points:
+        if p.skipped:
+            run += 1
+            start = start or p
+        else:
+            run, start = 0, None
+    if run >= SKIP_STORM and start is not None and start.iteration > points[0].iteration + 50:
+        return [MetricFinding("skip_storm", node, start.iteration, start.time, start.seq,
+                              f"{run} skipped iterations in a row from iteration {start.iteration}", True)]
+    return []
+
+
+def stragglers(node_stats: dict) -> dict:
+    """Nodes whose median iteration time is well above the others' (informational)."""
+    medians = {}
+    for node, stats in node_stats.items():
+        times = [p.iter_time for p in stats.metrics if p.iter_time]
+        if len(times) >= 3:
+            medians[node] = statistics.median(times)
+    if len(medians) < 3:
+        return {}
+    overall = statistics.median(medians.values())
+    return {n: m / overall for n, m in medians.items() if overall > 0 and m / overall >= STRAGGLER_RATIO}

@@ -1,0 +1,108 @@
+"""Pattern priors: known fault signatures, collateral lines and benign lines, matched per masked key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..model import Template
+from ..rules import RuleSet
+
+# A collateral match outweighs a fault match below this weight (a watchdog timeout that also
+# matches a generic RuntimeError rule is still collateral).
+COLLATERAL_OVERRIDES_BELOW = 0.75
+
+
+@dataclass
+class PatternHit:
+    """What the rules say about one key or template."""
+
+    fault_rule: object = None
+    fault_weight: float = 0.0
+    collateral_rule: object = None
+    collateral_weight: float = 0.0
+    benign_rule: object = None
+
+    @property
+    def is_fault(self) -> bool:
+        return self.fault_rule is not None and self.benign_rule is None and not self.is_collateral
+
+    @property
+    def is_collateral(self) -> bool:
+        return (
+            self.collateral_rule is not None
+            and self.benign_rule is None
+            and (self.fault_rule is None or self.fault_weight < COLLATERAL_OVERRIDES_BELOW)
+        )
+
+    @property
+    def is_benign(self) -> bool:
+        return self.benign_rule is not None
+
+    def explain(self) -> str:
+        if self.is_benign:
+            return f"matches benign rule {self.benign_rule.name}"
+        if self.is_fault:
+            return f"matches fault signature {self.fault_rule.name} ({self.fault_rule.category}, weight {self.fault_weight:.2f})"
+        if self.is_collateral:
+            return f"matches collateral rule {self.collateral_rule.name} (printed when a peer fails)"
+        return "matches no rule"
+
+
+def classify_text(text: str, rules: RuleSet) -> PatternHit:
+    """Match one raw line against the fault, collateral and benign rules."""
+    hit = PatternHit()
+    for rule in rules.benign:
+        if rule.search(text):
+            hit.benign_rule = rule
+            break
+    for rule in rules.faults:
+        if rule.weight > hit.fault_weight and rule.search(text):
+            hit.fault_rule, hit.fault_weight = rule, rule.weight
+    for rule in rules.collateral:
+        if rule.weight > hit.collateral_weight and rule.search(text):
+            hit.collateral_rule, hit.collateral_weight = rule, rule.weight
+    return hit
+
+
+def classify_keys(partial_keys: dict, rules: RuleSet) -> dict:
+    """PatternHit per masked key, from the raw text of its first occurrence on any node."""
+    out = {}
+    for key, per_node in partial_keys.items():
+        texts = {stats.first.text for stats in per_node.values()}
+        best = PatternHit()
+        for text in sorted(texts)[:4]:
+            hit = classify_text(text, rules)
+            if _rank(hit) > _rank(best):
+                best = hit
+        out[key] = best
+    return out
+
+
+def _rank(hit: PatternHit) -> tuple:
+    return (hit.is_fault, hit.fault_weight, hit.is_collateral, hit.collateral_weight, not hit.is_benign)
+
+
+def template_hits(templates: list, key_hits: dict) -> dict:
+    """The strongest key hit of each template."""
+    out = {}
+    for template in templates:
+        best = PatternHit()
+        for key in template.keys:
+            hit = key_hits.get(key)
+            if hit is not None and _rank(hit) > _rank(best):
+                best = hit
+        out[template.id] = best
+    return out
+
+
+def pattern_score(hit: PatternHit) -> float:
+    if hit.is_benign:
+        return 0.0
+    if hit.is_fault:
+        return hit.fault_weight
+    if hit.is_collateral:
+        return 0.3 * hit.collateral_weight
+    return 0.0
+
+
+__all__ = ["PatternHit", "Template", "classify_keys", "classify_text", "pattern_score", "template_hits"]
