@@ -141,9 +141,11 @@ def _emit_text(text: str, lineno: int, stats: LineStats, truncated: bool) -> Ite
         if text.count("\ufffd") > BINARY_THRESHOLD * max(len(text), 1):
             stats.skipped["binary"] += 1
             return
-    cleaned = clean_text(text)
+    if "\x1b" in text:
+        text = ANSI_RE.sub("", text)
+    cleaned = CONTROL_RE.sub("", text) if CONTROL_RE.search(text) else text
     if not cleaned.strip():
-        stats.skipped["blank"] += 1
+        stats.skipped["blank" if len(cleaned) == len(text) else "binary"] += 1
         return
     if _looks_binary(cleaned, text):
         stats.skipped["binary"] += 1
