@@ -17,6 +17,8 @@ MIN_FAULT_WEIGHT = 0.3
 FAILURE_THRESHOLD = 0.5
 STRONG_MARGIN = 0.25
 MAX_EVIDENCE = 10
+# A bare traceback or exception says little about its cause; the stage it broke in says more.
+GENERIC_CATEGORY_BY_STAGE = {"checkpoint_load": "checkpoint_load", "checkpoint_save": "storage"}
 
 
 @dataclass
@@ -232,8 +234,11 @@ def _fault_finding(ctx: _Context, node: str, items: list) -> Finding:
     iteration = _iteration_at(ctx, node, first.occ, stage)
     evidence = _evidence(ctx, node, items, first)
     confidence = _confidence(ctx, node, best.weight)
-    summary = _summary(rule.category, rule.subcategory or rule.name, node, stage, iteration, cause.occ.text)
-    return Finding(rule.category, rule.subcategory, confidence, summary, node, _ranks(cause.occ.text), stage,
+    category, subcategory = rule.category, rule.subcategory
+    if rule.generic and stage in GENERIC_CATEGORY_BY_STAGE:
+        category, subcategory = GENERIC_CATEGORY_BY_STAGE[stage], f"{subcategory or rule.name}_during_{stage}"
+    summary = _summary(category, subcategory or rule.name, node, stage, iteration, cause.occ.text)
+    return Finding(category, subcategory, confidence, summary, node, _ranks(cause.occ.text), stage,
                    iteration, first.occ.time, evidence)
 
 

@@ -4,7 +4,8 @@ A rule file is TOML with a list of ``[[rule]]`` tables. Every rule has a ``name`
 ``category``, a ``regex`` and a real ``example`` line that the regex must match
 (checked at load time and by the tests). Rule kinds, one file each:
 
-- ``faults.toml``      known root-cause signatures; ``category`` is a fault category
+- ``faults.toml``      known root-cause signatures; ``category`` is a fault category; ``generic = true``
+                       marks a fallback (a bare traceback or exception) whose category the stage may refine
 - ``collateral.toml``  what healthy ranks print when a peer dies; demoted, never a culprit on its own
 - ``benign.toml``      warning-looking lines that are normal
 - ``stages.toml``      stage markers; ``category`` is the stage entered
@@ -54,6 +55,7 @@ class Rule:
     replacement: str = ""
     description: str = ""
     stage_hint: str | None = None
+    generic: bool = False
 
     def search(self, text: str) -> regex.Match | None:
         """Search with a timeout so a pathological line cannot hang the run."""
@@ -189,6 +191,7 @@ def parse_rule(kind: str, file: str, index: int, raw: dict) -> Rule:
         replacement=str(raw.get("replacement", "")),
         description=str(raw.get("description", "")),
         stage_hint=stage_hint,
+        generic=bool(raw.get("generic", False)),
     )
     try:
         matched = pattern.search(rule.example, timeout=REGEX_TIMEOUT_S)

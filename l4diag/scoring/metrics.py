@@ -7,6 +7,7 @@ import statistics
 from dataclasses import dataclass
 
 WINDOW = 20
+MIN_HISTORY = 5
 SPIKE_MADS = 8.0
 SPIKE_MIN_RATIO = 1.5
 GRAD_BLOWUP_RATIO = 50.0
@@ -54,9 +55,9 @@ def _non_finite(node: str, points: list) -> list:
 
 def _spikes(node: str, points: list, name: str, mads: float) -> list:
     values = [(p, getattr(p, name)) for p in points if getattr(p, name) is not None and math.isfinite(getattr(p, name))]
-    for i in range(min(WINDOW, len(values)) // 2 + 3, len(values)):
+    for i in range(MIN_HISTORY, len(values)):
         window = [v for _, v in values[max(0, i - WINDOW):i]]
-        if len(window) < 5:
+        if len(window) < MIN_HISTORY:
             continue
         med = statistics.median(window)
         mad = statistics.median(abs(v - med) for v in window) or abs(med) * 0.01 or 1e-6
