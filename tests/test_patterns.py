@@ -231,3 +231,15 @@ def test_regex_is_fast_on_adversarial_lines(rule):
         rule.pattern.search(text)
         elapsed = time.perf_counter() - start
         assert elapsed < 0.5, f"{rule.name} took {elapsed:.3f}s on {text[:20]!r}..."
+
+
+def test_every_rule_example_passes_the_alarm_word_prefilter():
+    """Lines are matched against the rules only when they carry an alarm word: no rule may be unreachable."""
+    from l4diag.mask import Masker
+    from l4diag.scoring.patterns import ALARM_WORDS_RE
+
+    rules = load_rules()
+    masker = Masker(rules)
+    unreachable = [r.name for r in [*rules.faults, *rules.collateral, *rules.benign]
+                   if not ALARM_WORDS_RE.search(masker.key(r.example))]
+    assert unreachable == []
