@@ -1,0 +1,120 @@
+"""Diagnosis behaviour on small runs written here: culprit vs collateral, hangs, metrics, healthy noise."""
+
+from datetime import datetime, timedelta
+
+from l4diag.api import diagnose_paths
+
+T0 = datetime(2024, 6, 1, 8, 0, 0)
+
+
+def ts(seconds: float) -> str:
+    t = T0 + timedelta(seconds=seconds)
+    return t.strftime("%Y-%m-%d %H:%M:%S,") + f"{t.microsecond // 1000:03d}"
+
+
+def write_run(tmp_path, nodes: dict):
+    run = tmp_path / "run"
+    run.mkdir()
+    for node, lines in nodes.items():
+        (run / f"{node}.log").write_text("".join(f"{line}\n" for line in lines))
+    return run
+
+
+def healthy_node(i: int, until: int = 100, iterations: bool = False, loss=lambda it: 5.0 - it * 0.01) -> list:
+    lines = [f"{ts(0)} INFO rank {i * 8} initializing", f"{ts(1)} INFO building model", f"{ts(2)} training ..."]
+    for it in range(1, until + 1):
+        if iterations and it % 5 == 0:
+            lines.append(f"{ts(2 + it)}  iteration {it:8d}/    1000 | consumed samples: {it * 32:8d} | "
+                         f"elapsed time per iteration (ms): 1000.0 | lm loss: {loss(it):.6E} | loss scale: 65536.0 | "
+                         f"grad norm: 1.234 |")
+        elif it % 25 == 0:
+            lines.append(f"{ts(2 + it)} INFO heartbeat step {it} ok")
+    return lines
+
+
+def watchdog(i: int, t: float) -> list:
+    return [
+        f"{ts(t)} [rank{i * 8}]:[E601 08:10:00.000000 ProcessGroupNCCL.cpp:607] [Rank {i * 8}] Watchdog caught collective "
+        f"operation timeout: WorkNCCL(SeqNum=99, OpType=ALLREDUCE, NumelIn=1, NumelOut=1, Timeout(ms)=600000) ran for "
+        f"600031 milliseconds before timing out.",
+        f"{ts(t + 2)} WARNING:torch.distributed.elastic.multiprocessing.api:Sending process {1000 + i} closing signal SIGTERM",
+    ]
+
+
+def test_hung_node_is_the_culprit_not_the_nodes_that_time_out(tmp_path):
+    nodes = {f"n{i}": healthy_node(i, until=60, iterations=(i == 5)) + watchdog(i, 62 + 600) for i in range(6) if i != 2}
+    nodes["n2"] = healthy_node(2, until=60)[:-1]  # stops first and prints nothing more
+    report = diagnose_paths([str(write_run(tmp_path, nodes))])
+    d = report["diagnosis"]
+    assert report["verdict"] == "failure"
+    assert (d["node"], d["category"]) == ("n2", "hang")
+    roles = {n["node"]: n["role"] for n in report["nodes"]}
+    assert roles["n2"] == "culprit" and roles["n0"] == "collateral"
+
+
+def test_earliest_root_cause_wins_over_later_errors_on_peers(tmp_path):
+    nodes = {f"n{i}": healthy_node(i, until=50) for i in range(4)}
+    nodes["n3"] += [f"{ts(53)} RuntimeError: CUDA error: an illegal memory access was encountered"]
+    nodes["n1"] += [f"{ts(60)} torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"]
+    nodes["n0"] += watchdog(0, 700)
+    report = diagnose_paths([str(write_run(tmp_path, nodes))])
+    # The OOM line weighs more than the illegal access, but the strongest signatures are compared by time
+    assert report["diagnosis"]["node"] in {"n1", "n3"}
+    assert report["nodes"][0]["role"] == "culprit"
+
+
+def test_ecc_error_before_oom_is_hardware(tmp_path):
+    nodes = {f"n{i}": healthy_node(i, until=20) for i in range(4)}
+    nodes["n2"] += [
+        f"{ts(30)} kernel: NVRM: Xid (PCI:0000:3b:00): 48, pid=4242, An uncorrectable double bit error (DBE) has been detected on GPU",
+        f"{ts(31)} torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 MiB",
+    ]
+    d = diagnose_paths([str(write_run(tmp_path, nodes))])["diagnosis"]
+    assert (d["node"], d["category"]) == ("n2", "hardware")
+
+
+def test_device_side_assert_is_software(tmp_path):
+    nodes = {f"n{i}": healthy_node(i, until=20) for i in range(4)}
+    nodes["n1"] += [f"{ts(30)} RuntimeError: CUDA error: device-side assert triggered"]
+    d = diagnose_paths([str(write_run(tmp_path, nodes))])["diagnosis"]
+    assert (d["node"], d["category"]) == ("n1", "software")
+
+
+def test_nan_loss_is_divergence_at_its_iteration(tmp_path):
+    loss = lambda it: 4.0 - it * 0.001 if it < 80 else float("nan")  # noqa: E731
+    nodes = {f"n{i}": healthy_node(i, until=90, iterations=(i == 3), loss=loss) for i in range(4)}
+    d = diagnose_paths([str(write_run(tmp_path, nodes))])["diagnosis"]
+    assert (d["node"], d["category"], d["stage"]) == ("n3", "divergence", "train")
+    assert 75 <= d["iteration"] <= 80
+
+
+def test_recovered_loss_spike_and_benign_warnings_are_healthy(tmp_path):
+    loss = lambda it: 9.0 if it == 50 else 4.0 - it * 0.001  # noqa: E731
+    nodes = {f"n{i}": healthy_node(i, until=100, iterations=(i == 3), loss=loss) for i in range(4)}
+    nodes["n0"].insert(3, f"{ts(3)} /usr/lib/python3/site-packages/torch/utils/data.py:12: UserWarning: "
+                          f"this DataLoader will create 8 worker processes")
+    report = diagnose_paths([str(write_run(tmp_path, nodes))])
+    assert report["verdict"] == "healthy"
+    assert report["diagnosis"] is None
+    kinds = [f["kind"] for f in report["metrics"]["findings"]]
+    assert "loss_spike_recovered" in kinds
+
+
+def test_talkative_node_alone_is_not_a_failure(tmp_path):
+    nodes = {f"n{i}": healthy_node(i, until=100, iterations=(i == 0)) for i in range(8)}
+    assert diagnose_paths([str(write_run(tmp_path, nodes))])["verdict"] == "healthy"
+
+
+def test_evidence_starts_with_the_most_telling_line_and_cites_file_and_line(tmp_path):
+    nodes = {f"n{i}": healthy_node(i, until=20) for i in range(4)}
+    nodes["n2"] += [
+        f"{ts(30)} Traceback (most recent call last):",
+        f'{ts(30)}   File "train.py", line 10, in <module>',
+        f"{ts(30)} OSError: [Errno 28] No space left on device",
+    ]
+    d = diagnose_paths([str(write_run(tmp_path, nodes))])["diagnosis"]
+    assert d["category"] == "storage"
+    top = d["evidence"][0]
+    assert "No space left on device" in top["text"]
+    assert top["file"].endswith("n2.log") and top["line"] == len(nodes["n2"])
+    assert any("Traceback" in e["text"] for e in d["evidence"])
