@@ -19,6 +19,25 @@ def cli() -> None:
     """
 
 
+@cli.command("synth")
+@click.argument("outdir", type=click.Path(file_okay=False))
+@click.option("--fault", help="A fault category (hardware, network, storage, checkpoint_load, oom, software, hang, divergence) or 'healthy'.")
+@click.option("--nodes", type=int, default=8, show_default=True, help="Number of nodes (ranks for --layout combined-rank).")
+@click.option("--framework", type=click.Choice(["megatron", "deepspeed", "hf", "torchtitan"]), default="megatron", show_default=True)
+@click.option("--layout", default="dir-per-node", show_default=True,
+              help="dir-per-node, file-per-node, torchrun, combined-host, combined-rank, file-per-node-gz|bz2|xz, tar.gz, zip.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--stage", type=click.Choice(["init", "checkpoint_load", "train", "checkpoint_save"]), help="Stage the fault happens in.")
+@click.option("--suite", is_flag=True, help="Write a whole labelled set OUTDIR/<run>/{logs,truth.json}.")
+@click.option("--size", type=click.Choice(["full", "small"]), default="full", show_default=True, help="Suite size.")
+@click.option("--excerpts", type=click.Path(file_okay=False), help="A real_excerpts directory: add one scenario per excerpt file.")
+def synth_command(outdir: str, **options) -> None:
+    """Write labelled synthetic training runs for evaluation."""
+    from .commands.synth import run_synth
+
+    sys.exit(run_synth(outdir, **options))
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="l4diag")
