@@ -38,6 +38,19 @@ def synth_command(outdir: str, **options) -> None:
     sys.exit(run_synth(outdir, **options))
 
 
+@cli.command("eval")
+@click.argument("directory", type=click.Path())
+@click.option("--baseline", "method_baseline", type=click.Choice(["grep"]), help="Score a baseline instead of l4diag: grep = what engineers do today.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write every per-run row and the aggregates to FILE.")
+@click.option("--jobs", type=int, default=1, show_default=True, help="Runs to diagnose in parallel.")
+@click.option("--healthy-baseline", type=click.Path(), help="A learned healthy-run baseline to pass to the diagnosis.")
+def eval_command(directory: str, method_baseline: str | None, json_out: str | None, jobs: int, healthy_baseline: str | None) -> None:
+    """Score the diagnosis on every labelled run (truth.json) under DIRECTORY."""
+    from .commands.eval import run_eval
+
+    sys.exit(run_eval(directory, baseline=method_baseline, json_out=json_out, jobs=jobs, healthy_baseline=healthy_baseline))
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="l4diag")
