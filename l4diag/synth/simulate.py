@@ -78,6 +78,7 @@ class Simulation:
         self.rank_tag = rng.random() < 0.6  # PyTorch >= 2.2 tags c10d lines with [rankN]:
         self.megatron_ts = rng.random() < 0.75
         self.nccl_debug = rng.random() < 0.85
+        self.nccl_channels = rng.choice((2, 4, 8, 16, 24))
         self.rank_prefix_style = rng.choice(("bracket", "srun"))  # combined-rank: [rankN]: or N:
         self.journald = rng.random() < 0.5  # kernel lines as journald (host named) or bare dmesg
         self.fp16 = rng.random() < 0.4
@@ -88,7 +89,7 @@ class Simulation:
         if first_iteration_hint is not None:  # an injected excerpt continues the run's own iteration numbers
             self.log_interval = 10 if first_iteration_hint % 10 == 0 else 1
         self.iter_time = rng.uniform(0.8, 6.0) if self.log_interval <= 10 else rng.uniform(0.4, 2.0)
-        self.n_logged = rng.randint(80, 400)
+        self.n_logged = rng.randint(100, 600)
         self.save_every = rng.randint(25, 70)  # in logged iterations
         self.resume = rng.random() < 0.5 or need_resume
         self.start_iter = self.log_interval * self.save_every * rng.randint(1, 20) if self.resume else 0
@@ -231,7 +232,10 @@ class Simulation:
             tid = node.pid(lr) + rng.randint(50, 900)
             bus = ("18000", "2a000", "3a000", "5d000", "9a000", "ab000", "ba000", "db000")[lr % 8]
             self.add(node, t + 0.2, f"{p} NCCL INFO comm {comm} rank {rank} nranks {self.world} cudaDev {lr} busId {bus} commId 0x{self.seq_base:x}9f3c - Init START", lr)
-            self.add(node, t + 0.4, f"{self.nccl(node, lr, tid)} NCCL INFO Channel 00/0 : {rank}[{lr}] -> {(rank + 1) % self.world}[{(lr + 1) % node.gpus}] via P2P/IPC/read", lr)
+            for ch in range(self.nccl_channels):  # NCCL_DEBUG=INFO floods: one line per channel and peer
+                peer = (rank + 1) % self.world
+                via = "via P2P/IPC/read" if (lr + 1) % node.gpus else f"[send] via NET/IB/{ch % 4}/GDRDMA"
+                self.add(node, t + 0.4, f"{self.nccl(node, lr, tid)} NCCL INFO Channel {ch:02d}/0 : {rank}[{lr}] -> {peer}[{(lr + 1) % node.gpus}] {via}", lr)
             self.add(node, t + 0.6, f"{self.nccl(node, lr, tid)} NCCL INFO Connected all rings", lr)
             self.add(node, t + 0.6, f"{self.nccl(node, lr, tid)} NCCL INFO Connected all trees", lr)
             self.add(node, t + 0.7, f"{p} NCCL INFO comm {comm} rank {rank} nranks {self.world} cudaDev {lr} busId {bus} commId 0x{self.seq_base:x}9f3c - Init COMPLETE", lr)
