@@ -56,13 +56,15 @@ def print_tables(rows: list[dict], aggregates: dict, method: str) -> None:
     console = Console(width=max(110, Console().width))
     mark = {True: "[green]✓[/]", False: "[red]✗[/]", None: "·"}
     table = Table(title=f"l4diag eval — {method}, per run", show_lines=False)
-    for col in ("run", "truth", "pred", "node", "stage", "iter", "ev@5", "s"):
+    for col in ("run", "source", "truth", "pred", "node", "stage", "iter", "ev@5", "s"):
         table.add_column(col, overflow="fold")
     for r in rows:
         truth = r["truth_category"] or "healthy"
         pred = (r.get("pred_category") or r.get("pred_verdict") or "?") if r["pred_verdict"] == "failure" else (r.get("pred_verdict") or "?")
         ok = r["category_ok"] if r["truth_verdict"] == "failure" else r["verdict_ok"]
-        table.add_row(r["run"], truth, f"{mark[ok]} {pred}", mark[r["node_top1"]], mark[r["stage_ok"]],
+        if r.get("error"):
+            pred = "error"
+        table.add_row(r["run"], "real" if r["source"] == "real_excerpt" else "synth", truth, f"{mark[ok]} {pred}", mark[r["node_top1"]], mark[r["stage_ok"]],
                       mark[r["iteration_ok"]], mark[r["evidence_hit5"]], f"{r.get('seconds', 0):.2f}")
     console.print(table)
     summary = Table(title=f"l4diag eval — {method}, aggregate")
