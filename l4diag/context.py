@@ -80,7 +80,11 @@ class Context:
                 continue
             iteration = _as_int(m.group("iter"))
             if iteration is None:
-                continue
+                self._enter("train", time, seq)
+                point = read_metrics(text, self.iteration, time, seq, markers.metric_rules)
+                point.file, point.line, point.text = where[0], where[1], text
+                self.metrics.append(point)
+                return True
             if self.iteration is not None and iteration > self.iteration:
                 step = iteration - self.iteration
                 if self.log_interval is None or step < self.log_interval:
@@ -105,7 +109,7 @@ def _as_int(value: str | None) -> int | None:
         return None
 
 
-def read_metrics(text: str, iteration: int, time: float | None, seq: int, rules: list) -> MetricPoint:
+def read_metrics(text: str, iteration: int | None, time: float | None, seq: int, rules: list) -> MetricPoint:
     """Read loss, grad norm, loss scale and iteration time as numbers from an iteration line."""
     point = MetricPoint(iteration=iteration, time=time, seq=seq)
     for rule in rules:

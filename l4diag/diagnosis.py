@@ -188,7 +188,7 @@ def locate(ctx: _Context, metric_findings: list, silences: dict) -> tuple:
             return _fault_finding(ctx, culprit, fault_nodes[culprit]), reason
     failing = _failing_metrics(metric_findings)
     if failing:
-        first = min(failing, key=lambda f: (f.iteration, f.seq))
+        first = min(failing, key=lambda f: (f.time is None, f.time or 0.0, f.iteration or 0, f.seq))
         return _metric_finding(ctx, first), f"training metrics: {first.detail}"
     if any(ctx.collateral.values()):
         return _collateral_finding(ctx, silences)
@@ -253,11 +253,12 @@ def _metric_finding(ctx: _Context, f) -> Finding:
     if point is not None:
         evidence.append(EvidenceLine(f.node, point.file, point.line, point.text, None, point.iteration, "train",
                                      point.time, 1.0))
-    prev = [p.iteration for p in stats.metrics if p.iteration < f.iteration]
     iteration = f.iteration
+    if iteration is None and point is not None:
+        occ = Occurrence(point.file, point.line, point.text, point.seq, None, "train", point.time)
+        iteration = _iteration_at(ctx, f.node, occ, "train", own=False)
     summary = f"Training diverged on {f.node}: {f.detail}."
-    return Finding("divergence", f.kind, 0.85, summary, f.node, [], "train", iteration if not prev else iteration,
-                   f.time, evidence)
+    return Finding("divergence", f.kind, 0.85, summary, f.node, [], "train", iteration, f.time, evidence)
 
 
 def _collateral_finding(ctx: _Context, silences: dict) -> tuple:
@@ -345,9 +346,10 @@ def _stage_at_time(ctx: _Context, t: float) -> str | None:
     return None
 
 
-def _iteration_at(ctx: _Context, node: str, occ: Occurrence, stage: str | None) -> int | None:
+def _iteration_at(ctx: _Context, node: str, occ: Occurrence, stage: str | None, own: bool = True) -> int | None:
+    """The last iteration logged before ``occ``: the node's own when it logs them, else aligned by time."""
     stats = ctx.node_stats[node]
-    if stats.iteration_times:
+    if own and stats.iteration_times and (occ.iteration is not None or occ.time is None):
         return occ.iteration
     if occ.time is not None:
         best = None

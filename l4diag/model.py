@@ -78,9 +78,9 @@ def _occurrence_order(occ: Occurrence) -> tuple:
 
 @dataclass
 class MetricPoint:
-    """Training metrics read from one iteration line."""
+    """Training metrics read from one iteration line (iteration None: a metrics line without a step)."""
 
-    iteration: int
+    iteration: int | None
     time: float | None
     seq: int
     loss: float | None = None
@@ -134,9 +134,14 @@ class NodeStats:
         self.stage_changes.sort(key=lambda c: (c[0] is None, c[0] or 0.0, c[1]))
         self.has_stage_markers = self.has_stage_markers or other.has_stage_markers
         self.metrics.extend(other.metrics)
-        self.metrics.sort(key=lambda m: (m.iteration, m.seq))
+        self.metrics.sort(key=metric_order)
         if other.log_interval and (not self.log_interval or other.log_interval < self.log_interval):
             self.log_interval = other.log_interval
+
+
+def metric_order(m: MetricPoint) -> tuple:
+    """Order metric points by time when known, then by iteration and stream order."""
+    return (m.time is None, m.time or 0.0, m.iteration if m.iteration is not None else -1, m.seq)
 
 
 def _min_opt(a: float | None, b: float | None) -> float | None:

@@ -22,7 +22,7 @@ class MetricFinding:
 
     kind: str  # nan_loss, nan_grad_norm, loss_divergence, grad_norm_blowup, loss_scale_collapse, skip_storm
     node: str
-    iteration: int
+    iteration: int | None
     time: float | None
     seq: int
     detail: str
@@ -49,7 +49,7 @@ def _non_finite(node: str, points: list) -> list:
             v = getattr(p, name)
             if v is not None and not math.isfinite(v):
                 return [MetricFinding(f"nan_{name}", node, p.iteration, p.time, p.seq,
-                                      f"{name.replace('_', ' ')} is {v} at iteration {p.iteration}", True)]
+                                      f"{name.replace('_', ' ')} is {v}{_at(p)}", True)]
     return []
 
 
@@ -65,7 +65,7 @@ def _spikes(node: str, points: list, name: str, mads: float) -> list:
         if v > med + mads * mad and v > med * SPIKE_MIN_RATIO:
             after = [x for _, x in values[i + 1:i + 1 + RECOVERY_POINTS * 3]]
             recovered = len(after) >= RECOVERY_POINTS and all(x < med + (v - med) * 0.3 for x in after[-RECOVERY_POINTS:])
-            detail = f"{name.replace('_', ' ')} jumped from {med:.3g} to {v:.3g} at iteration {p.iteration}"
+            detail = f"{name.replace('_', ' ')} jumped from {med:.3g} to {v:.3g}{_at(p)}"
             if recovered:
                 detail += " and recovered"
             return [MetricFinding(f"{name}_divergence" if not recovered else f"{name}_spike_recovered",
@@ -82,7 +82,7 @@ def _grad_blowup(node: str, points: list) -> list:
     if base > 0 and all(v > base * GRAD_BLOWUP_RATIO for _, v in tail):
         p = next(p for p, v in values if v > base * GRAD_BLOWUP_RATIO)
         return [MetricFinding("grad_norm_blowup", node, p.iteration, p.time, p.seq,
-                              f"grad norm grew from {base:.3g} to {tail[-1][1]:.3g} by iteration {tail[-1][0].iteration}", True)]
+                              f"grad norm grew from {base:.3g} to {tail[-1][1]:.3g}{_at(p)}", True)]
     return []
 
 
@@ -95,10 +95,15 @@ def _skip_storm(node: str, points: list) -> list:
             start = start or p
         else:
             run, start = 0, None
-    if run >= SKIP_STORM and start is not None and start.iteration > points[0].iteration + 50:
+    first_iteration = points[0].iteration or 0
+    if run >= SKIP_STORM and start is not None and (start.iteration or 0) > first_iteration + 50:
         return [MetricFinding("skip_storm", node, start.iteration, start.time, start.seq,
                               f"{run} skipped iterations in a row from iteration {start.iteration}", True)]
     return []
+
+
+def _at(p) -> str:
+    return f" at iteration {p.iteration}" if p.iteration is not None else ""
 
 
 def stragglers(node_stats: dict) -> dict:
