@@ -96,6 +96,38 @@ def _collect_items(ctx: _Context) -> None:
                 ctx.items.setdefault(node, []).append(item)
             elif hit.is_collateral:
                 ctx.collateral.setdefault(node, []).append(item)
+    for node in list(ctx.items):
+        _demote_generic_after_collateral(ctx, node)
+
+
+# A bare traceback printed at or after a node's first collateral line is the wrapper of that
+# collateral exception (DistBackendError, the watchdog's abort), not a root cause of its own.
+COLLATERAL_SLACK_SECONDS = 5.0
+COLLATERAL_SLACK_LINES = 5
+
+
+def _demote_generic_after_collateral(ctx: _Context, node: str) -> None:
+    collateral = ctx.collateral.get(node)
+    if not collateral:
+        return
+    first = min(collateral, key=_time_order).occ
+    keep = []
+    for it in ctx.items[node]:
+        rule = it.hit.fault_rule
+        if rule.generic and _at_or_after(it.occ, first):
+            ctx.collateral[node].append(it)
+        else:
+            keep.append(it)
+    if keep:
+        ctx.items[node] = keep
+    else:
+        del ctx.items[node]
+
+
+def _at_or_after(occ: Occurrence, ref: Occurrence) -> bool:
+    if occ.time is not None and ref.time is not None:
+        return occ.time >= ref.time - COLLATERAL_SLACK_SECONDS
+    return occ.file == ref.file and occ.seq >= ref.seq - COLLATERAL_SLACK_LINES
 
 
 def _recovery_discount(item: _Item, stats) -> float:
@@ -181,6 +213,10 @@ def _first_time(items: list) -> float | None:
 def locate(ctx: _Context, metric_findings: list, silences: dict) -> tuple:
     """Find the culprit node and what, where and when it failed. Returns (Finding | None, reason)."""
     fault_nodes = {n: items for n, items in ctx.items.items() if items}
+    if fault_nodes and all(_generic_only(items) for items in fault_nodes.values()) and len(fault_nodes) > 1:
+        stopper = silence.first_stopper(ctx.node_stats)
+        if stopper is not None and stopper not in fault_nodes and any(ctx.collateral.values()):
+            return _collateral_finding(ctx, silences)
     if fault_nodes:
         strongest = max(_best_item(items).weight for items in fault_nodes.values())
         if strongest >= FAILURE_THRESHOLD or not _failing_metrics(metric_findings):
@@ -193,6 +229,10 @@ def locate(ctx: _Context, metric_findings: list, silences: dict) -> tuple:
     if any(ctx.collateral.values()):
         return _collateral_finding(ctx, silences)
     return None, ""
+
+
+def _generic_only(items: list) -> bool:
+    return all(it.hit.fault_rule.generic for it in items)
 
 
 def _failing_metrics(findings: list) -> list:

@@ -127,11 +127,13 @@ def _discover_dir(found: Discovery, display: str, root: str, node_pattern) -> No
         return
     root_name = os.path.basename(os.path.normpath(os.path.abspath(root)))
     nodes = assign_nodes([_split(rel) for rel in files], root_name)
+    if len(files) == 1:
+        nodes = [None]  # a lone file may be a combined log: let its line prefixes name the nodes
     for rel, node in zip(files, nodes):
         shown = os.path.join(display, rel)
         forced = _node_from_regex(node_pattern, shown)
         found.streams.extend(
-            _file_streams(found, os.path.join(root, rel), shown, forced or node, direct=False)
+            _file_streams(found, os.path.join(root, rel), shown, forced or node, direct=len(files) == 1)
         )
 
 
@@ -257,13 +259,15 @@ def iter_archive(spec: StreamSpec, node_pattern=None) -> Iterator:
 def _member_nodes(names: list, spec: StreamSpec) -> dict:
     root_name = strip_suffixes(os.path.basename(spec.path))
     usable = [n for n in names if _split(n)]
+    if len(usable) == 1:
+        return {}  # a lone member may be a combined log: let its line prefixes name the nodes
     nodes = assign_nodes([_split(n) for n in usable], root_name)
     return dict(zip(usable, nodes))
 
 
 def _member_entry(spec: StreamSpec, name: str, nodes: dict, node_pattern, fileobj) -> ArchiveMember:
     display = f"{spec.display}!{safe_member_name(name)}"
-    node = _node_from_regex(node_pattern, display) or spec.node or nodes.get(name)
+    node = _node_from_regex(node_pattern, display) or nodes.get(name) or spec.node
     lower = name.lower()
     compression = next((c for s, c in COMPRESSIONS.items() if lower.endswith(s)), None)
     return ArchiveMember(name, display, node, compression, fileobj)
