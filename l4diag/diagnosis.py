@@ -15,7 +15,7 @@ LEXICAL_RE = re.compile(
 )
 MIN_FAULT_WEIGHT = 0.3
 FAILURE_THRESHOLD = 0.5
-STRONG_MARGIN = 0.25
+STRONG_MARGIN = 0.1
 MAX_EVIDENCE = 10
 # A bare traceback or exception says little about its cause; the stage it broke in says more.
 GENERIC_CATEGORY_BY_STAGE = {"checkpoint_load": "checkpoint_load", "checkpoint_save": "storage"}
@@ -358,12 +358,17 @@ def _reference_nodes(ctx: _Context) -> list:
 
 
 def _stage_of(ctx: _Context, node: str, occ: Occurrence, hint: str | None) -> str:
+    """The stage at ``occ``: the latest stage change before it, on the node itself or on the nodes that log markers."""
     stats = ctx.node_stats[node]
     stage = occ.stage
-    if not stats.has_stage_markers and occ.time is not None:
-        aligned = _stage_at_time(ctx, occ.time)
-        if aligned is not None:
-            stage = aligned
+    if occ.time is not None:
+        latest = _latest_change(stats.stage_changes, occ.time)
+        for ref in _reference_nodes(ctx)[:3]:
+            change = _latest_change(ctx.node_stats[ref].stage_changes, occ.time)
+            if change is not None and (latest is None or change[0] > latest[0]):
+                latest = change
+        if latest is not None:
+            stage = latest[2]
     elif not stats.has_stage_markers:
         refs = _reference_nodes(ctx)
         if refs and temporal.closeness_to_end(occ, stats) > 0.5:
@@ -371,6 +376,14 @@ def _stage_of(ctx: _Context, node: str, occ: Occurrence, hint: str | None) -> st
     if hint and stage in ("init", "train") and hint != stage:
         stage = hint
     return stage
+
+
+def _latest_change(changes: list, t: float) -> tuple | None:
+    latest = None
+    for change in changes:
+        if change[0] is not None and change[0] <= t and (latest is None or change[0] >= latest[0]):
+            latest = change
+    return latest
 
 
 def _stage_at_time(ctx: _Context, t: float) -> str | None:

@@ -166,7 +166,10 @@ class Folder:
 
     def _fold_one(self, fold: _NodeFold, display: str, lineno: int, text: str) -> None:
         fold.seq += 1
+        # A line without its own timestamp (NCCL, tracebacks) happened after the last one that had one.
         time = fold.ts.parse(text)
+        if time is None:
+            time = fold.stats.last_time
         ctx = fold.ctx
         ctx.observe(text, time, fold.seq, self.markers, (display, lineno))
         stats = fold.stats
