@@ -27,6 +27,7 @@ from .sources import STDIN, iter_archive, open_stream, read_head, strip_suffixes
 WHITESPACE_RE = re.compile(r"\s+")
 MAX_KEY_CHARS = 2000
 SNIFF_LINES = 400
+CARRY_TIME_LINES = 20
 
 
 class Masker:
@@ -59,13 +60,14 @@ class MapOptions:
 class _NodeFold:
     """Per-node state while folding one stream."""
 
-    __slots__ = ("node", "ctx", "ts", "seq", "stats")
+    __slots__ = ("node", "ctx", "ts", "seq", "stats", "timed_seq")
 
     def __init__(self, node: str, file: str) -> None:
         self.node = node
         self.ctx = Context()
         self.ts = TimestampParser()
         self.seq = 0
+        self.timed_seq = -(10**9)
         self.stats = NodeStats(node=node, streams={file})
 
 
@@ -166,9 +168,12 @@ class Folder:
 
     def _fold_one(self, fold: _NodeFold, display: str, lineno: int, text: str) -> None:
         fold.seq += 1
-        # A line without its own timestamp (NCCL, tracebacks) happened after the last one that had one.
+        # A line without its own timestamp (NCCL, tracebacks) happened just after the last one that had
+        # one -- when that one is close; far from any timestamp, the time is unknown.
         time = fold.ts.parse(text)
-        if time is None:
+        if time is not None:
+            fold.timed_seq = fold.seq
+        elif fold.seq - fold.timed_seq <= CARRY_TIME_LINES:
             time = fold.stats.last_time
         ctx = fold.ctx
         ctx.observe(text, time, fold.seq, self.markers, (display, lineno))
