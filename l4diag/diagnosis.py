@@ -410,8 +410,10 @@ def _iteration_at(ctx: _Context, node: str, occ: Occurrence, stage: str | None, 
             for it, when in other.iteration_times:
                 if when is not None and when <= occ.time and (best is None or it > best):
                     best = it
-        if best is not None or any(s.iteration_times for s in ctx.node_stats.values()):
+        if best is not None:
             return best
+        if any(w is not None for s in ctx.node_stats.values() for _, w in s.iteration_times):
+            return None  # iterations carry times, and none came before the failure
     if stage in ("train", "checkpoint_save", "shutdown"):
         refs = [s for s in ctx.node_stats.values() if s.last_iteration is not None]
         if refs:
