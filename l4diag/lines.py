@@ -185,15 +185,18 @@ class TimestampParser:
 
     def __init__(self) -> None:
         self.year = 2000
+        self.end = 0  # length of the timestamp prefix of the last line parsed (0 when none)
         self._cache_key = ""
         self._cache_val = 0.0
 
     def parse(self, text: str) -> float | None:
+        self.end = 0
         if not text or not (text[0].isdigit() or text[0] in "[(IWEFJMASOND"):
             return None
         m = TS_RE.match(text)
         if m is None:
             return None
+        self.end = m.end()
         g = m.groupdict()
         if g["y"]:
             self.year = int(g["y"])

@@ -176,7 +176,8 @@ class Folder:
         elif fold.seq - fold.timed_seq <= CARRY_TIME_LINES:
             time = fold.stats.last_time
         ctx = fold.ctx
-        ctx.observe(text, time, fold.seq, self.markers, (display, lineno))
+        body = text[fold.ts.end:].lstrip(" ]") if fold.ts.end else text
+        ctx.observe(body, time, fold.seq, self.markers, (display, lineno))
         stats = fold.stats
         if time is not None:
             if stats.first_time is None:
