@@ -44,6 +44,22 @@ def block_marker_pattern(markers: "Markers"):
     return _prefilter(rules, re.MULTILINE)
 
 
+def marker_re2(markers: "Markers") -> str | None:
+    """The iteration and stage markers as one RE2 pattern (for Arrow), or None if RE2 cannot take them."""
+    rules = list(markers.iteration_rules) + list(markers.stage_rules)
+    if not rules:
+        return None
+    pattern = "|".join(_alternative(rule.pattern.pattern) for rule in rules)
+    try:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        pc.match_substring_regex(pa.array(["probe"]), pattern=pattern)
+    except Exception:
+        return None
+    return pattern
+
+
 def candidate_lines(pattern, block: str) -> list:
     """Indices of the lines of ``block`` (joined by ``\n``) that a marker could match.
 

@@ -29,7 +29,7 @@ from collections import Counter
 
 import numpy as np
 
-from .context import block_marker_pattern, candidate_lines
+from .context import block_marker_pattern, candidate_lines, marker_re2
 from .lines import (
     CONTROL_RE,
     READ_BLOCK,
@@ -46,7 +46,7 @@ from .lines import (
     detect_prefix_kind,
     split_prefix,
 )
-from .mask import SNIFF_LINES, SlowFolder, _NodeFold
+from .mask import MAX_KEY_CHARS, SNIFF_LINES, SlowFolder, _NodeFold
 from .model import KeyNodeStats, Occurrence
 from .sources import strip_suffixes
 
@@ -92,6 +92,8 @@ class Folder(SlowFolder):
         self.key_cache: dict = {}
         self.marker_re = block_marker_pattern(self.markers)
         self.times = BulkTimes()
+        self.bulk_masker = BulkMasker(self.masker)
+        self.marker_re2 = marker_re2(self.markers) if pa is not None else None
 
     # --- reading -------------------------------------------------------------------------------
 
@@ -207,7 +209,8 @@ class Folder(SlowFolder):
             return
         base_seq = fold.seq
         fold.seq += n
-        times = self.times.compute(texts, fold.ts)
+        arr = pa.array(texts, pa.string()) if pa is not None and n >= 64 else None
+        times = self.times.compute(texts, fold.ts, arr)
         stats = fold.stats
         valid = ~np.isnan(times)
         if valid.any():
@@ -222,7 +225,12 @@ class Folder(SlowFolder):
         markers = self.markers
         change_at = [-1]
         change_state = [(ctx.iteration, ctx.stage)]
-        if self.marker_re is None:
+        if arr is not None and self.marker_re2 is not None:
+            hit = pc.match_substring_regex(arr, pattern=self.marker_re2).to_numpy(zero_copy_only=False)
+            if self.times.last_all_ascii is False:  # RE2 is ASCII-only: non-ASCII lines are candidates
+                hit |= ~pc.string_is_ascii(arr).to_numpy(zero_copy_only=False)
+            cands = np.nonzero(hit)[0].tolist()
+        elif self.marker_re is None:
             cands = range(n)
         else:
             cands = candidate_lines(self.marker_re, "\n".join(texts))
@@ -251,18 +259,24 @@ class Folder(SlowFolder):
             return Occurrence(display, linenos[i], texts[i], base_seq + i + 1, state[0], state[1], None if t != t else float(t))
 
         key_cache = self.key_cache
-        masker = self.masker
+        segs = []
+        missing = set()
         for a, b, stage in runs:
             seg = skels[a:b] if (a, b) != (0, n) else skels
             counts = Counter(seg)
+            missing.update(sk for sk in counts if sk not in key_cache)
+            segs.append((a, b, stage, seg, counts))
+        if missing:
+            if len(key_cache) + len(missing) > MAX_SKELETON_CACHE:
+                key_cache.clear()
+                missing = {sk for *_, counts in segs for sk in counts}
+            missing = list(missing)
+            key_cache.update(zip(missing, self.bulk_masker.keys(missing)))
+        for a, b, stage, seg, counts in segs:
             last = dict(zip(seg, range(a, b)))
             first = dict(zip(reversed(seg), range(b - 1, a - 1, -1))) if len(counts) < b - a else last
             for sk, c in counts.items():
-                key = key_cache.get(sk)
-                if key is None:
-                    if len(key_cache) >= MAX_SKELETON_CACHE:
-                        key_cache.clear()
-                    key = key_cache[sk] = masker.key(sk, None)
+                key = key_cache[sk]
                 e = local.get(key)
                 li = last[sk]
                 if e is None:
@@ -379,6 +393,75 @@ def iter_blocks(fh, stats: LineStats, max_line_bytes: int):
             yield ("lines", out)
 
 
+
+# --- masking distinct skeletons in bulk ------------------------------------------------------------
+
+HEX_RULE_PY = r"\b0x[0-9a-fA-F]+\b|\b(?=[0-9a-fA-F]*\d)(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{8,}\b"
+
+
+def _hex_re2() -> str:
+    """``HEX_RULE_PY`` without lookaheads: a whole hex word of 8+ chars with a digit and a letter,
+    spelled out by the length k of its leading run of one kind (RE2 has no lookahead)."""
+    d, a, h = "[0-9]", "[a-fA-F]", "[0-9a-fA-F]"
+    branches = []
+    for k in range(1, 8):
+        branches.append(f"{d}{{{k}}}{a}{h}{{{7 - k},}}")
+        branches.append(f"{a}{{{k}}}{d}{h}{{{7 - k},}}")
+    branches += [f"{d}{{8,}}{a}{h}*", f"{a}{{8,}}{d}{h}*"]
+    return r"\b0x[0-9a-fA-F]+\b|\b(?:" + "|".join(branches) + r")\b"
+
+
+RE2_REWRITES = {HEX_RULE_PY: _hex_re2()}
+ASCII_SPACE_RUN = r"[\t\n\x0b\x0c\r\x1c-\x1f ]+"
+
+
+class BulkMasker:
+    """``Masker.key(text, None)`` over many texts at once: RE2 (Arrow) for ASCII texts and rules it
+    can take (or has an equivalent rewrite for), Python ``re`` for the rest."""
+
+    def __init__(self, masker) -> None:
+        self.masker = masker
+        self.steps = []
+        self.arrow = pa is not None
+        if not self.arrow:
+            return
+        for compiled, replacement in masker.steps:
+            src = compiled.pattern
+            re2 = RE2_REWRITES.get(src, src)
+            try:
+                if "\\" in replacement:
+                    raise ValueError("replacement with escapes")
+                pc.replace_substring_regex(pa.array(["probe 1"]), pattern=re2, replacement=replacement)
+                self.steps.append(("re2", re2, replacement))
+            except Exception:
+                self.steps.append(("py", compiled, replacement))
+
+    def keys(self, texts: list) -> list:
+        key = self.masker.key
+        if not self.arrow or len(texts) < 32:
+            return [key(t, None) for t in texts]
+        arr = pa.array(texts, pa.string())
+        ascii_ = pc.string_is_ascii(arr).to_numpy(zero_copy_only=False)
+        if not ascii_.all():
+            out = [None] * len(texts)
+            idx = np.nonzero(ascii_)[0]
+            done = self.keys([texts[i] for i in idx]) if len(idx) else []
+            for i, k in zip(idx, done):
+                out[i] = k
+            for i in np.nonzero(~ascii_)[0]:
+                out[i] = key(texts[i], None)
+            return out
+        for kind, pattern, replacement in self.steps:
+            if kind == "re2":
+                arr = pc.replace_substring_regex(arr, pattern=pattern, replacement=replacement)
+            else:
+                arr = pa.array([pattern.sub(replacement, t) for t in arr.to_pylist()], pa.string())
+        arr = pc.replace_substring_regex(arr, pattern=ASCII_SPACE_RUN, replacement=" ")
+        arr = pc.utf8_trim(arr, characters=" ")
+        arr = pc.utf8_slice_codeunits(arr, 0, MAX_KEY_CHARS)
+        return arr.to_pylist()
+
+
 # --- timestamps in bulk --------------------------------------------------------------------------
 
 FIRST_CHAR_OK = r"^[0-9\[(IWEFJMASOND]"
@@ -396,11 +479,14 @@ class BulkTimes:
             except Exception:  # pragma: no cover - a TS_RE RE2 cannot take: per line
                 self.arrow = False
 
-    def compute(self, texts: list, parser: TimestampParser) -> np.ndarray:
-        if not self.arrow or len(texts) < 64:
+    last_all_ascii: bool | None = None
+
+    def compute(self, texts: list, parser: TimestampParser, arr=None) -> np.ndarray:
+        self.last_all_ascii = None
+        if not self.arrow or arr is None:
             return self._python(texts, parser)
-        arr = pa.array(texts, pa.string())
-        if not pc.all(pc.string_is_ascii(arr)).as_py():
+        self.last_all_ascii = bool(pc.all(pc.string_is_ascii(arr)).as_py())
+        if not self.last_all_ascii:
             return self._python(texts, parser)
         m = pc.extract_regex(arr, pattern=TS_RE.pattern)
         ok = pc.and_(pc.is_valid(m), pc.match_substring_regex(arr, FIRST_CHAR_OK))
