@@ -27,6 +27,8 @@ def write_run(out: str, lines: int, nodes: int, seed: int = 7) -> dict:
         it = 0
         rows = []
         fail_at = int(per_node * 0.8)
+        # a process creates a handful of communicators: their pointers and ids repeat
+        comms = [(rng.getrandbits(48), rng.getrandbits(64)) for _ in range(6)]
         for i in range(per_node):
             t += timedelta(microseconds=rng.randint(100, 90000))
             r = rng.random()
@@ -47,14 +49,15 @@ def write_run(out: str, lines: int, nodes: int, seed: int = 7) -> dict:
                     rows.append(f"{host}:{pid}:{pid + dev + rng.randint(0, 90)} [{dev}] NCCL INFO Channel {rng.randint(0, 31):02d}/0 : "
                                 f"{n * 8 + dev}[{dev}] -> {(n * 8 + dev + 1) % (nodes * 8)}[{(dev + 1) % 8}] [send] via NET/IB/{dev}/GDRDMA")
                 elif kind < 0.55:
-                    rows.append(f"{host}:{pid}:{pid + dev} [{dev}] NCCL INFO comm 0x{rng.getrandbits(48):x} rank {n * 8 + dev} nranks "
-                                f"{nodes * 8} cudaDev {dev} busId {rng.randint(16, 250):x}000 commId 0x{rng.getrandbits(64):x} - Init COMPLETE")
+                    comm, comm_id = rng.choice(comms)
+                    rows.append(f"{host}:{pid}:{pid + dev} [{dev}] NCCL INFO comm 0x{comm:x} rank {n * 8 + dev} nranks "
+                                f"{nodes * 8} cudaDev {dev} busId {rng.randint(16, 250):x}000 commId 0x{comm_id:x} - Init COMPLETE")
                 elif kind < 0.75:
                     rows.append(f"{host}:{pid}:{pid + dev} [{dev}] NCCL INFO NET/IB : Using [0]mlx5_{dev}:1/IB ; OOB eth0:10.{n // 250}.{n % 250}.{dev + 1}<0>")
                 else:
                     rows.append(f"{host}:{pid}:{pid + dev} [{dev}] NCCL INFO {rng.randint(1, 64)} coll channels, {rng.randint(1, 64)} nvls channels, "
                                 f"{rng.randint(1, 32)} p2p channels, {rng.randint(1, 8)} p2p channels per peer")
-            elif r < 0.55:
+            elif r < 0.42:
                 it += 1
                 rows.append(f"{_ts(t)} [INFO] iteration {it:8d}/  500000 | consumed samples: {it * 512:12d} | elapsed time per iteration (ms): "
                             f"{rng.uniform(900, 1600):.1f} | learning rate: {rng.uniform(1e-5, 3e-4):.3E} | global batch size:   512 | "
@@ -70,6 +73,9 @@ def write_run(out: str, lines: int, nodes: int, seed: int = 7) -> dict:
                 elif choice < 0.8:
                     rows.append(f"{_ts(t)} INFO dataloader worker {rng.randint(0, 15)} fetched shard /data/shards/shard-{rng.randint(0, 99999):05d}.bin "
                                 f"({rng.randint(10**6, 10**9)} bytes) in {rng.uniform(0.1, 30):.3f}s")
+                elif choice < 0.97:
+                    rows.append(f"{_ts(t)} INFO memory stats: allocated {rng.uniform(10, 70):.2f} GB reserved {rng.uniform(70, 79):.2f} GB "
+                                f"peak {rng.uniform(70, 80):.2f} GB")
                 else:
                     rows.append(f"{_ts(t)} INFO memory stats: allocated {rng.uniform(10, 70):.2f} GB reserved {rng.uniform(70, 79):.2f} GB "
                                 f"peak {rng.uniform(70, 80):.2f} GB request_id={rng.getrandbits(128):032x}")

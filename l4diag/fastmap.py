@@ -64,14 +64,24 @@ REPLACEMENT_CHAR_UTF8 = "\ufffd".encode()
 MAX_SKELETON_CACHE = 1 << 20
 
 
-def digit_invariant(rules) -> bool:
-    """True when no mask rule can tell one ASCII digit from another (so skeletons are safe)."""
+def digit_invariant(rules):
+    """Whether the mask rules treat all ASCII digits alike, so a line may be masked via its skeleton.
+
+    Returns a regex of the lines that must be masked as they are (not via the skeleton), or None
+    when skeletons cannot be used at all. The only literal digit the rules may contain is the
+    ``0`` of ``0x``: then a line with ``[1-9]x`` keeps its digits.
+    """
+    literal_zero_x = False
     for rule in rules.masks:
         src = rule.pattern.pattern
         src = re.sub(r"\\[dD]|0-9|\{\d+(?:,\d*)?\}|\\\\", "", src)
-        if re.search(r"\d", src) or re.search(r"\d", rule.replacement):
-            return False
-    return True
+        if re.search(r"\d", rule.replacement):
+            return None
+        rest = src.replace("0x", "")
+        if re.search(r"\d", rest):
+            return None
+        literal_zero_x = literal_zero_x or "0x" in src
+    return re.compile(r"[1-9][xX]") if literal_zero_x else re.compile(r"(?!)")
 
 
 class _Batch:
@@ -149,15 +159,20 @@ class Folder(SlowFolder):
         for item in items:
             if item[0] == "clean":
                 _, texts, first_lineno, raw = item
-                if self.skeletons:
+                if self.skeletons is not None:
                     b = raw.replace(nb, b"<NODE>") if nb is not None and nb in raw else raw
                     skels = b.translate(DIGITS_BYTES).decode("utf-8").split("\n")
                     if len(skels) > len(texts):
                         skels.pop()
+                    if self.skeletons.search(text_of(raw)):
+                        exc = self.skeletons.search
+                        for i, t in enumerate(texts):
+                            if exc(t):
+                                skels[i] = t.replace(node, "<NODE>") if nb is not None else t
                 else:
                     skels = self._skeletons(texts, node)
                 linenos = range(first_lineno, first_lineno + len(texts))
-                self._fold_batch(fold, local, display, _Batch(texts, skels, linenos, None))
+                self._fold_batch(fold, local, display, _Batch(texts, skels, linenos, raw))
             else:
                 pairs = item[1]
                 texts = [t for _, t in pairs]
@@ -197,7 +212,7 @@ class Folder(SlowFolder):
         for t in texts:
             if check and node in t:
                 t = t.replace(node, "<NODE>")
-            out.append(t.translate(DIGITS_STR) if self.skeletons else t)
+            out.append(t if self.skeletons is None or self.skeletons.search(t) else t.translate(DIGITS_STR))
         return out
 
     # --- one batch of one node -----------------------------------------------------------------
@@ -210,7 +225,7 @@ class Folder(SlowFolder):
         base_seq = fold.seq
         fold.seq += n
         arr = pa.array(texts, pa.string()) if pa is not None and n >= 64 else None
-        times = self.times.compute(texts, fold.ts, arr)
+        times = self.times.compute(texts, fold.ts, batch.block)
         stats = fold.stats
         valid = ~np.isnan(times)
         if valid.any():
@@ -227,7 +242,7 @@ class Folder(SlowFolder):
         change_state = [(ctx.iteration, ctx.stage)]
         if arr is not None and self.marker_re2 is not None:
             hit = pc.match_substring_regex(arr, pattern=self.marker_re2).to_numpy(zero_copy_only=False)
-            if self.times.last_all_ascii is False:  # RE2 is ASCII-only: non-ASCII lines are candidates
+            if not pc.all(pc.string_is_ascii(arr)).as_py():  # RE2 is ASCII-only: non-ASCII lines are candidates
                 hit |= ~pc.string_is_ascii(arr).to_numpy(zero_copy_only=False)
             cands = np.nonzero(hit)[0].tolist()
         elif self.marker_re is None:
@@ -275,23 +290,31 @@ class Folder(SlowFolder):
         for a, b, stage, seg, counts in segs:
             last = dict(zip(seg, range(a, b)))
             first = dict(zip(reversed(seg), range(b - 1, a - 1, -1))) if len(counts) < b - a else last
+            # per key: count, first and last index over its skeletons
+            agg: dict = {}
             for sk, c in counts.items():
                 key = key_cache[sk]
+                g = agg.get(key)
+                if g is None:
+                    agg[key] = [c, first[sk], last[sk]]
+                else:
+                    g[0] += c
+                    fi, li = first[sk], last[sk]
+                    if fi < g[1]:
+                        g[1] = fi
+                    if li > g[2]:
+                        g[2] = li
+            for key, (c, fi, li) in agg.items():
                 e = local.get(key)
-                li = last[sk]
                 if e is None:
-                    fi = first[sk]
                     first_occ = occ(fi)
                     local[key] = [c, first_occ, first_occ if fi == li else occ(li), {stage: c}]
                 else:
                     e[0] += c
                     st = e[3]
                     st[stage] = st.get(stage, 0) + c
-                    seq = base_seq + li + 1
-                    if seq > e[2].seq:
-                        e[2] = occ(li)
-                    fi = first[sk]
-                    if base_seq + fi + 1 < e[1].seq:
+                    e[2] = occ(li)  # later segments and batches come later in the stream
+                    if base_seq + fi + 1 < e[1].seq:  # pragma: no cover - cannot happen, kept as a guard
                         e[1] = occ(fi)
 
     def _finish_local(self, fold: _NodeFold, local: dict, display: str) -> None:
@@ -309,6 +332,10 @@ class Folder(SlowFolder):
                 ks.last = last
                 ks.stages.update(stages)
         self._finish(fold, display)
+
+
+def text_of(raw: bytes) -> str:
+    return raw.decode("latin-1")  # only to search ASCII patterns in: byte-for-char, never fails
 
 
 def _chain(head: list, rest):
@@ -464,83 +491,148 @@ class BulkMasker:
 
 # --- timestamps in bulk --------------------------------------------------------------------------
 
-FIRST_CHAR_OK = r"^[0-9\[(IWEFJMASOND]"
 MONTH_NAMES = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
+_FIRST_OK = np.zeros(256, dtype=bool)
+for _c in b"0123456789[(IWEFJMASOND":
+    _FIRST_OK[_c] = True
+_FIRST_OK[128:] = True  # non-ASCII first character: str.isdigit may be true, let the parser decide
+_IS_DIGIT = np.zeros(256, dtype=bool)
+_IS_DIGIT[48:58] = True
+_MONTHS3 = np.array([int.from_bytes(m.encode(), "big") for m in MONTH_NAMES], dtype=np.int64)
+WIDTH = 28
+# ISO layout "YYYY-MM-DD?HH:MM:SS" (? one of "T _"): which columns are digits and which are fixed
+_ISO_DIGITS = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18]
+_ISO_FIXED = {4: b"-", 7: b"-", 10: b"T _", 13: b":", 16: b":"}
+_COLON_BRACKET = re.compile(rb"\]:\[")
 
 
 class BulkTimes:
-    """``TimestampParser.parse`` over a list of lines at once; the parser carries the year."""
+    """``TimestampParser.parse`` over a block of lines at once (numpy over the raw bytes).
 
-    def __init__(self) -> None:
-        self.arrow = pa is not None
-        if self.arrow:
-            try:
-                pc.extract_regex(pa.array(["2024-01-01 00:00:00"]), pattern=TS_RE.pattern)
-            except Exception:  # pragma: no cover - a TS_RE RE2 cannot take: per line
-                self.arrow = False
+    Lines whose leading timestamp has the plain ISO layout (optionally after ``[`` or ``(``) are
+    computed column-wise; any other line that ``TS_RE`` could match (glog, syslog, ``name]:[``
+    prefixes, non-ASCII starts, odd layouts) goes through the stream's ``TimestampParser`` with the
+    year that the parser would have carried to it.
+    """
 
-    last_all_ascii: bool | None = None
-
-    def compute(self, texts: list, parser: TimestampParser, arr=None) -> np.ndarray:
-        self.last_all_ascii = None
-        if not self.arrow or arr is None:
-            return self._python(texts, parser)
-        self.last_all_ascii = bool(pc.all(pc.string_is_ascii(arr)).as_py())
-        if not self.last_all_ascii:
-            return self._python(texts, parser)
-        m = pc.extract_regex(arr, pattern=TS_RE.pattern)
-        ok = pc.and_(pc.is_valid(m), pc.match_substring_regex(arr, FIRST_CHAR_OK))
-        ok = pc.fill_null(ok, False).to_numpy(zero_copy_only=False)
+    def compute(self, texts: list, parser: TimestampParser, raw: bytes | None = None) -> np.ndarray:
         n = len(texts)
-        if not ok.any():
-            return np.full(n, np.nan)
+        if raw is None:
+            raw = ("\n".join(texts) + "\n").encode("utf-8")
+        buf = np.frombuffer(raw, dtype=np.uint8)
+        nl = np.flatnonzero(buf == 10)
+        if len(nl) != n:  # pragma: no cover - defensive: the block does not split as expected
+            return self._python(texts, parser)
+        starts = np.empty(n, dtype=np.int64)
+        starts[0] = 0
+        starts[1:] = nl[:-1] + 1
+        padded = np.concatenate([buf, np.zeros(WIDTH, dtype=np.uint8)])
+        w = padded[starts[:, None] + np.arange(WIDTH)]
+        # a line's own end: bytes at or after its newline must not count
+        lens = nl - starts
+        w[np.arange(WIDTH)[None, :] >= lens[:, None]] = 0
+        first = w[:, 0]
+        off = ((first == ord("[")) | (first == ord("("))).astype(np.int64)
+        rows = np.arange(n)
 
-        def field(name: str) -> np.ndarray:
-            f = pc.fill_null(pc.struct_field(m, name), "")
-            return pc.cast(pc.binary_join_element_wise("0", f, ""), pa.int64()).to_numpy()
+        def col(j):
+            return w[rows, off + j]
 
-        def text_field(name: str):
-            return pc.fill_null(pc.struct_field(m, name), "")
+        iso = _FIRST_OK[first].copy()
+        for j in _ISO_DIGITS:
+            iso &= _IS_DIGIT[col(j)]
+        for j, allowed in _ISO_FIXED.items():
+            c = col(j)
+            ok = np.zeros(n, dtype=bool)
+            for a in allowed:
+                ok |= c == a
+            iso &= ok
+        # lines the regex could still match some other way: to the parser
+        maybe = _FIRST_OK[first] & ~iso
+        letter = np.isin(first, np.frombuffer(b"IWEFJMASOND", dtype=np.uint8))
+        glog_like = np.isin(first, np.frombuffer(b"IWEF", dtype=np.uint8)) & _IS_DIGIT[w[:, 1]]
+        head3 = (w[:, 0].astype(np.int64) << 16) | (w[:, 1].astype(np.int64) << 8) | w[:, 2]
+        month_like = np.isin(head3, _MONTHS3) & (w[:, 3] == 32)
+        maybe &= ~letter | glog_like | month_like
+        if _COLON_BRACKET.search(raw):
+            pos = np.array([m.start() for m in _COLON_BRACKET.finditer(raw)], dtype=np.int64)
+            lines_with = np.unique(np.searchsorted(starts, pos, side="right") - 1)
+            flag = np.zeros(n, dtype=bool)
+            flag[lines_with] = True
+            maybe |= flag & _FIRST_OK[first]
+            iso &= ~flag  # "x]:[YYYY-..." is not the plain layout
+        out = np.full(n, np.nan)
 
-        y = field("y")
-        iso = ok & (pc.not_equal(text_field("y"), "").to_numpy(zero_copy_only=False))
-        glog = ok & ~iso & (pc.not_equal(text_field("gmo"), "").to_numpy(zero_copy_only=False))
-        sysl = ok & ~iso & ~glog
-        # the year in force at each line: its own for a full date, else the last full date's
-        idx = np.where(iso, np.arange(n), -1)
-        np.maximum.accumulate(idx, out=idx)
-        year = np.where(idx >= 0, y[np.maximum(idx, 0)], parser.year)
+        def num(j, k):
+            v = np.zeros(n, dtype=np.int64)
+            for t in range(k):
+                v = v * 10 + (col(j + t).astype(np.int64) - 48)
+            return v
+
         if iso.any():
-            parser.year = int(y[np.nonzero(iso)[0][-1]])
-        mo = np.where(iso, field("mo"), np.where(glog, field("gmo"), 0))
-        if sysl.any():
-            names = text_field("smon")
-            smo = np.zeros(n, dtype=np.int64)
-            for i, name in enumerate(MONTH_NAMES, 1):
-                smo[pc.equal(names, name).to_numpy(zero_copy_only=False)] = i
-            mo = np.where(sysl, smo, mo)
-        d = np.where(iso, field("d"), np.where(glog, field("gd"), field("sd")))
-        h = np.where(iso, field("h"), np.where(glog, field("gh"), field("sh")))
-        mi = np.where(iso, field("mi"), np.where(glog, field("gmi"), field("smi")))
-        s = np.where(iso, field("s"), np.where(glog, field("gs"), field("ss")))
-        valid = ok & (year >= 1) & (year <= 9999) & (mo >= 1) & (mo <= 12) & (d >= 1) & (d <= 31) & (h < 24)
-        days = _days_from_civil(year, np.clip(mo, 1, 12)) + d - 1
-        base = ((days * 24 + h) * 60 + mi) * 60 + s
-        # fraction: float("0." + frac[:6])
-        ftext = pc.if_else(pa.array(iso), text_field("f"), text_field("gf"))
-        ftext = pc.if_else(pa.array(sysl), "", ftext)
-        f6 = pc.utf8_slice_codeunits(ftext, 0, 6)
-        flen = pc.utf8_length(f6).to_numpy(zero_copy_only=False)
-        fint = pc.cast(pc.binary_join_element_wise("0", f6, ""), pa.int64()).to_numpy()
-        frac = fint / np.power(10.0, flen)
-        out = base.astype(np.float64) + np.where(flen > 0, frac, 0.0)
-        out[~valid] = np.nan
+            y, mo, d, h, mi, sec = num(0, 4), num(5, 2), num(8, 2), num(11, 2), num(14, 2), num(17, 2)
+            sep = col(19)
+            has_frac = ((sep == ord(".")) | (sep == ord(","))) & _IS_DIGIT[col(20)]
+            fval = np.zeros(n, dtype=np.int64)
+            flen = np.zeros(n, dtype=np.int64)
+            going = has_frac.copy()
+            for t in range(6):
+                c = col(20 + t)
+                going &= _IS_DIGIT[c]
+                fval = np.where(going, fval * 10 + (c.astype(np.int64) - 48), fval)
+                flen += going
+            valid = iso & (y >= 1) & (mo >= 1) & (mo <= 12) & (d >= 1) & (d <= 31) & (h < 24)
+            days = _days_from_civil(y, np.clip(mo, 1, 12)) + d - 1
+            base = (((days * 24 + h) * 60 + mi) * 60 + sec).astype(np.float64)
+            frac = np.where(flen > 0, fval / np.power(10.0, flen), 0.0)
+            vals = base + frac
+            out[valid] = vals[valid]
+        else:
+            y = None
+        hard = np.flatnonzero(maybe)
+        iso_idx = np.flatnonzero(iso)
+        if len(hard):
+            last_iso = np.where(iso, rows, -1)
+            np.maximum.accumulate(last_iso, out=last_iso)
+            hard_iso_at, hard_iso_year = -1, parser.year
+            carried = parser.year
+            parse = parser.parse
+            for i in hard.tolist():
+                li = int(last_iso[i - 1]) if i > 0 else -1
+                if li > hard_iso_at:
+                    parser.year = int(y[li])
+                elif hard_iso_at >= 0:
+                    parser.year = hard_iso_year
+                else:
+                    parser.year = carried
+                before = parser.year
+                t = parse(texts[i])
+                if parser.year != before or _sets_year(texts[i]):
+                    hard_iso_at, hard_iso_year = i, parser.year
+                if t is not None:
+                    out[i] = t
+            if hard_iso_at >= 0 and (not len(iso_idx) or hard_iso_at > iso_idx[-1]):
+                parser.year = hard_iso_year
+            elif len(iso_idx):
+                parser.year = int(y[iso_idx[-1]])
+            else:
+                parser.year = carried if hard_iso_at < 0 else hard_iso_year
+        elif len(iso_idx):
+            parser.year = int(y[iso_idx[-1]])
         return out
 
     @staticmethod
     def _python(texts: list, parser: TimestampParser) -> np.ndarray:
         parse = parser.parse
         return np.array([np.nan if (t := parse(x)) is None else t for x in texts], dtype=np.float64)
+
+
+def _sets_year(text: str) -> bool:
+    """Whether ``TimestampParser.parse`` takes the year from this line."""
+    if not text or not (text[0].isdigit() or text[0] in "[(IWEFJMASOND"):
+        return False
+    m = TS_RE.match(text)
+    return bool(m and m.group("y"))
 
 
 def _days_from_civil(y: np.ndarray, m: np.ndarray) -> np.ndarray:
