@@ -23,6 +23,7 @@ markers, one ``Occurrence`` per line) is replaced by work per block of lines (~4
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from bisect import bisect_right
 from collections import Counter
@@ -62,6 +63,7 @@ DIGITS_STR = str.maketrans("123456789", "000000000")
 SLOW_BYTES = bytes(list(range(0, 9)) + list(range(11, 32)) + [127])
 REPLACEMENT_CHAR_UTF8 = "\ufffd".encode()
 MAX_SKELETON_CACHE = 1 << 20
+_KEY_CACHES: dict = {}
 
 
 def digit_invariant(rules):
@@ -99,7 +101,11 @@ class Folder(SlowFolder):
     def __init__(self, rules, options) -> None:
         super().__init__(rules, options)
         self.skeletons = digit_invariant(rules)
-        self.key_cache: dict = {}
+        # skeleton -> masked key, shared by the Folders of a process that use the same mask rules
+        sig = (tuple((c.pattern, r) for c, r in self.masker.steps), self.skeletons is None)
+        self.key_cache = _KEY_CACHES.setdefault(sig, {})
+        # candidates are already known to match some marker: skip the per-line prefilters
+        self.observe_markers = dataclasses.replace(self.markers, iteration_any=None, stage_any=None)
         self.marker_re = block_marker_pattern(self.markers)
         self.times = BulkTimes()
         self.bulk_masker = BulkMasker(self.masker)
@@ -164,7 +170,7 @@ class Folder(SlowFolder):
                     skels = b.translate(DIGITS_BYTES).decode("utf-8").split("\n")
                     if len(skels) > len(texts):
                         skels.pop()
-                    if self.skeletons.search(text_of(raw)):
+                    if _has_digit_x(raw):
                         exc = self.skeletons.search
                         for i, t in enumerate(texts):
                             if exc(t):
@@ -237,7 +243,7 @@ class Folder(SlowFolder):
 
         # context: only candidate lines are observed; record where iteration/stage changed
         ctx = fold.ctx
-        markers = self.markers
+        markers = self.observe_markers if arr is not None and self.marker_re2 is not None else self.markers
         change_at = [-1]
         change_state = [(ctx.iteration, ctx.stage)]
         if arr is not None and self.marker_re2 is not None:
@@ -334,8 +340,14 @@ class Folder(SlowFolder):
         self._finish(fold, display)
 
 
-def text_of(raw: bytes) -> str:
-    return raw.decode("latin-1")  # only to search ASCII patterns in: byte-for-char, never fails
+def _has_digit_x(raw: bytes) -> bool:
+    """Whether ``[1-9][xX]`` occurs in the bytes (numpy: much faster than a regex scan)."""
+    buf = np.frombuffer(raw, dtype=np.uint8)
+    pos = np.flatnonzero((buf[1:] | 0x20) == ord("x"))
+    if not len(pos):
+        return False
+    before = buf[pos]
+    return bool(((before >= ord("1")) & (before <= ord("9"))).any())
 
 
 def _chain(head: list, rest):
@@ -527,16 +539,19 @@ class BulkTimes:
         starts[0] = 0
         starts[1:] = nl[:-1] + 1
         padded = np.concatenate([buf, np.zeros(WIDTH, dtype=np.uint8)])
+        # the first WIDTH bytes of every line (bytes past a line's newline are the next line's, but
+        # every test below needs a contiguous run of non-newline bytes from the start, so they never count)
         w = padded[starts[:, None] + np.arange(WIDTH)]
-        # a line's own end: bytes at or after its newline must not count
-        lens = nl - starts
-        w[np.arange(WIDTH)[None, :] >= lens[:, None]] = 0
         first = w[:, 0]
-        off = ((first == ord("[")) | (first == ord("("))).astype(np.int64)
+        bracket = (first == ord("[")) | (first == ord("("))
         rows = np.arange(n)
+        if bracket.any():
+            shifted = np.where(bracket[:, None], w[:, 1:], w[:, :-1])
+        else:
+            shifted = w[:, :-1]
 
         def col(j):
-            return w[rows, off + j]
+            return shifted[:, j]
 
         iso = _FIRST_OK[first].copy()
         for j in _ISO_DIGITS:
