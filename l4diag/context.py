@@ -61,7 +61,7 @@ def marker_re2(markers: "Markers") -> str | None:
 
 
 def candidate_lines(pattern, block: str) -> list:
-    """Indices of the lines of ``block`` (joined by ``\n``) that a marker could match.
+    r"""Indices of the lines of ``block`` (joined by ``\n``) that a marker could match.
 
     Every line a match touches is a candidate, so a match that runs across a line end (``\s``
     matches ``\n``) cannot hide a real match that starts inside it.

@@ -47,8 +47,9 @@ from .lines import (
     detect_prefix_kind,
     split_prefix,
 )
-from .mask import MAX_KEY_CHARS, SNIFF_LINES, SlowFolder, _NodeFold
-from .model import KeyNodeStats, Occurrence
+from .context import Markers
+from .mask import MAX_KEY_CHARS, SNIFF_LINES, Masker, SlowFolder, _NodeFold
+from .model import KeyNodeStats, Occurrence, Partial
 from .sources import strip_suffixes
 
 try:  # pragma: no cover - pyarrow is a dependency, but keep a pure-Python way
@@ -86,6 +87,30 @@ def digit_invariant(rules):
     return re.compile(r"[1-9][xX]") if literal_zero_x else re.compile(r"(?!)")
 
 
+_SHARED: dict = {}
+
+
+def _compile(rules) -> dict:
+    """Everything a Folder needs from the rules, compiled once per process and rule set."""
+    masker = Masker(rules)
+    markers = Markers.from_rules(rules)
+    skeletons = digit_invariant(rules)
+    sig = (tuple((c.pattern, r) for c, r in masker.steps), skeletons is None)
+    return {
+        "rules": rules,
+        "masker": masker,
+        "markers": markers,
+        "skeletons": skeletons,
+        # skeleton -> masked key, shared by the Folders of a process that use the same mask rules
+        "key_cache": _KEY_CACHES.setdefault(sig, {}),
+        # candidates are already known to match some marker: skip the per-line prefilters
+        "observe_markers": dataclasses.replace(markers, iteration_any=None, stage_any=None),
+        "marker_re": block_marker_pattern(markers),
+        "marker_re2": marker_re2(markers) if pa is not None else None,
+        "bulk_masker": BulkMasker(masker),
+    }
+
+
 class _Batch:
     """Lines of one node from one block: texts, their skeletons and line numbers."""
 
@@ -99,17 +124,21 @@ class Folder(SlowFolder):
     """Fold streams into a Partial a block at a time (see the module docstring)."""
 
     def __init__(self, rules, options) -> None:
-        super().__init__(rules, options)
-        self.skeletons = digit_invariant(rules)
-        # skeleton -> masked key, shared by the Folders of a process that use the same mask rules
-        sig = (tuple((c.pattern, r) for c, r in self.masker.steps), self.skeletons is None)
-        self.key_cache = _KEY_CACHES.setdefault(sig, {})
-        # candidates are already known to match some marker: skip the per-line prefilters
-        self.observe_markers = dataclasses.replace(self.markers, iteration_any=None, stage_any=None)
-        self.marker_re = block_marker_pattern(self.markers)
+        shared = _SHARED.get(id(rules))
+        if shared is None or shared["rules"] is not rules:
+            shared = _SHARED[id(rules)] = _compile(rules)
+        self.rules = rules
+        self.options = options
+        self.partial = Partial()
+        self.masker = shared["masker"]
+        self.markers = shared["markers"]
+        self.skeletons = shared["skeletons"]
+        self.key_cache = shared["key_cache"]
+        self.observe_markers = shared["observe_markers"]
+        self.marker_re = shared["marker_re"]
+        self.marker_re2 = shared["marker_re2"]
+        self.bulk_masker = shared["bulk_masker"]
         self.times = BulkTimes()
-        self.bulk_masker = BulkMasker(self.masker)
-        self.marker_re2 = marker_re2(self.markers) if pa is not None else None
 
     # --- reading -------------------------------------------------------------------------------
 
