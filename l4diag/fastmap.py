@@ -277,7 +277,8 @@ class Folder(SlowFolder):
         change_state = [(ctx.iteration, ctx.stage)]
         if arr is not None and self.marker_re2 is not None:
             hit = pc.match_substring_regex(arr, pattern=self.marker_re2).to_numpy(zero_copy_only=False)
-            if not pc.all(pc.string_is_ascii(arr)).as_py():  # RE2 is ASCII-only: non-ASCII lines are candidates
+            all_ascii = batch.block.isascii() if batch.block is not None else pc.all(pc.string_is_ascii(arr)).as_py()
+            if not all_ascii:  # RE2 is ASCII-only: non-ASCII lines are candidates
                 hit |= ~pc.string_is_ascii(arr).to_numpy(zero_copy_only=False)
             cands = np.nonzero(hit)[0].tolist()
         elif self.marker_re is None:
