@@ -26,9 +26,10 @@ sys.path.insert(0, os.path.dirname(HERE))
 from gen import write_run  # noqa: E402
 
 
-def tree_rss_kb(pid: int) -> int:
-    """Sum of VmRSS of a process and all its descendants."""
-    total = 0
+def tree_rss_kb(pid: int) -> tuple:
+    """Sums of RSS and of PSS (shared pages split between sharers, so forked workers are not
+    double counted) over a process and all its descendants, in kB."""
+    total = pss = 0
     todo = [pid]
     seen = set()
     while todo:
@@ -42,23 +43,29 @@ def tree_rss_kb(pid: int) -> int:
                     if line.startswith("VmRSS:"):
                         total += int(line.split()[1])
                         break
+            with open(f"/proc/{p}/smaps_rollup") as fh:
+                for line in fh:
+                    if line.startswith("Pss:"):
+                        pss += int(line.split()[1])
+                        break
             with open(f"/proc/{p}/task/{p}/children") as fh:
                 todo.extend(int(c) for c in fh.read().split())
         except (OSError, ValueError):
             continue
-    return total
+    return total, pss
 
 
 def run_measured(cmd: list, **kw) -> tuple:
-    """Run a command; return (seconds, peak RSS of its process tree in MB, stdout)."""
+    """Run a command; return (seconds, (peak RSS sum, peak PSS sum) of its process tree in MB, stdout)."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
-    peak = [0]
+    peak = [0, 0]
     done = threading.Event()
 
     def poll():
         while not done.is_set():
-            peak[0] = max(peak[0], tree_rss_kb(proc.pid))
+            rss, pss = tree_rss_kb(proc.pid)
+            peak[0], peak[1] = max(peak[0], rss), max(peak[1], pss)
             time.sleep(0.05)
 
     th = threading.Thread(target=poll, daemon=True)
@@ -69,7 +76,7 @@ def run_measured(cmd: list, **kw) -> tuple:
     th.join()
     if proc.returncode not in (0, 1):
         raise RuntimeError(f"{cmd} failed ({proc.returncode}): {err.decode()[-2000:]}")
-    return dt, peak[0] / 1024, out
+    return dt, (peak[0] / 1024, peak[1] / 1024), out
 
 
 def l4diag_cmd(run: str, jobs: int) -> list:
@@ -111,7 +118,7 @@ def diagnose_once(run: str, jobs: int) -> dict:
     dt, rss, out = run_measured(l4diag_cmd(run, jobs), env={**os.environ, "PYTHONPATH": os.path.dirname(HERE)})
     report = json.loads(out)
     culprit = next((n["node"] for n in report.get("nodes", []) if n.get("role") == "culprit"), None)
-    return {"seconds": dt, "peak_rss_mb": rss, "timings": report.get("timings"), "culprit": culprit,
+    return {"seconds": dt, "peak_rss_mb": rss[0], "peak_pss_mb": rss[1], "timings": report.get("timings"), "culprit": culprit,
             "lines": report["input"]["lines_read"]}
 
 
@@ -154,7 +161,7 @@ def main() -> None:
             res[jobs] = r
             label = "l4diag diagnose --jobs 1" if jobs == 1 else f"l4diag diagnose --jobs 0 ({os.cpu_count()} cores)"
             rows.append((label, r["seconds"]))
-            print(f"{label}: {r['seconds']:.2f} s, peak RSS {r['peak_rss_mb']:.0f} MB, timings {r['timings']}, "
+            print(f"{label}: {r['seconds']:.2f} s, peak RSS {r['peak_rss_mb']:.0f} MB (PSS {r['peak_pss_mb']:.0f} MB), timings {r['timings']}, "
                   f"culprit {r['culprit']}", flush=True)
         print()
         print(f"{'contender':62s} {'seconds':>9s} {'lines/s':>12s}")
@@ -168,7 +175,8 @@ def main() -> None:
         drain = [s for n, s in rows if n.startswith("plain drain3")]
         if drain:
             print(f"l4diag (all cores) vs plain drain3: {drain[0] / best:.2f}x")
-        print(f"peak RSS: jobs 1 {res[1]['peak_rss_mb']:.0f} MB, all cores {res[0]['peak_rss_mb']:.0f} MB")
+        print(f"peak RSS (sum over the process tree): jobs 1 {res[1]['peak_rss_mb']:.0f} MB, all cores "
+              f"{res[0]['peak_rss_mb']:.0f} MB; peak PSS: {res[1]['peak_pss_mb']:.0f} / {res[0]['peak_pss_mb']:.0f} MB")
         if args.growth:
             base = max(args.lines // 4, 100_000)
             rss = {}
@@ -180,8 +188,9 @@ def main() -> None:
                 finally:
                     shutil.rmtree(d, ignore_errors=True)
                 print(f"growth {mult}x ({base * mult} lines): {rss[mult]['seconds']:.2f} s, "
-                      f"peak RSS {rss[mult]['peak_rss_mb']:.0f} MB", flush=True)
-            print(f"RSS ratio 4x/1x: {rss[4]['peak_rss_mb'] / rss[1]['peak_rss_mb']:.2f} (input ratio 4.00)")
+                      f"peak RSS {rss[mult]['peak_rss_mb']:.0f} MB, PSS {rss[mult]['peak_pss_mb']:.0f} MB", flush=True)
+            print(f"RSS ratio 4x/1x: {rss[4]['peak_rss_mb'] / rss[1]['peak_rss_mb']:.2f}, PSS ratio "
+                  f"{rss[4]['peak_pss_mb'] / rss[1]['peak_pss_mb']:.2f} (input ratio 4.00)")
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
