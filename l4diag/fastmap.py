@@ -63,7 +63,7 @@ DIGITS_STR = str.maketrans("123456789", "000000000")
 # bytes that force the line-by-line path: C0 controls except \t and \n (this includes \r and ESC), DEL
 SLOW_BYTES = bytes(list(range(0, 9)) + list(range(11, 32)) + [127])
 REPLACEMENT_CHAR_UTF8 = "\ufffd".encode()
-MAX_SKELETON_CACHE = 1 << 17  # entries; cleared when full (memory stays bounded on unique hex ids)
+MAX_SKELETON_CACHE = 1 << 16  # entries; cleared when full (memory stays bounded on unique hex ids)
 _KEY_CACHES: dict = {}
 
 
