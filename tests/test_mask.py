@@ -127,3 +127,14 @@ def test_bulk_masker_matches_masker():
     rng = random.Random(9)
     texts = [_hostile(rng, 1, False).decode() for _ in range(500)] + ["ünïcode 12 0x1f", "a\u2003b 3"]
     assert bulk.keys(texts) == [masker.key(t, None) for t in texts]
+
+
+def test_timestamp_cache_does_not_alias_behind_a_prefix():
+    from l4diag.lines import TimestampParser
+
+    p = TimestampParser()
+    a = p.parse("[rank0]:[2024-05-01 10:00:00,100] x")
+    b = p.parse("[rank0]:[2024-05-01 10:05:00,100] x")
+    c = p.parse("[rank0]:[E0501 10:07:00.5 pg.cpp:1] y")
+    d = p.parse("[rank0]:[E0501 11:07:00.5 pg.cpp:1] y")
+    assert b - a == 300 and d - c == 3600
