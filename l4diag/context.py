@@ -9,18 +9,80 @@ from .model import MetricPoint
 from .rules import RuleSet
 
 
-def _prefilter(rules: list):
+GLOBAL_FLAGS_RE = re.compile(r"^\(\?([aiLmsux]+)\)")
+
+
+def _alternative(src: str) -> str:
+    """One rule's regex as a branch of an alternation: named groups dropped, leading global flags
+    such as ``(?i)`` turned into a scoped group (Python rejects global flags mid-pattern)."""
+    src = re.sub(r"\(\?P<\w+>", "(?:", src)
+    # Unanchored: markers are matched on the text after a line's timestamp, the prefilters run on
+    # whole lines, so a prefilter must not insist on a line start.
+    src = re.sub(r"(?<![\\\[])\^", "", src)
+    m = GLOBAL_FLAGS_RE.match(src)
+    if m:
+        return f"(?{m.group(1)}:{src[m.end():]})"
+    return f"(?:{src})"
+
+
+def _prefilter(rules: list, flags: int = 0):
     """One fast alternation that says whether any of the rules could match a line."""
     if not rules:
         return None
-    parts = []
-    for rule in rules:
-        src = re.sub(r"\(\?P<\w+>", "(?:", rule.pattern.pattern)
-        parts.append(f"(?:{src})")
     try:
-        return re.compile("|".join(parts))
+        return re.compile("|".join(_alternative(rule.pattern.pattern) for rule in rules), flags)
     except re.error:
         return None
+
+
+def block_marker_pattern(markers: "Markers"):
+    """The iteration and stage markers as one MULTILINE alternation to search a block of lines with.
+
+    None when there is no marker rule at all (returns an impossible pattern then) or when the rules
+    cannot be combined (then every line is a candidate).
+    """
+    rules = list(markers.iteration_rules) + list(markers.stage_rules)
+    if not rules:
+        return re.compile(r"(?!)")
+    return _prefilter(rules, re.MULTILINE)
+
+
+def marker_re2(markers: "Markers") -> str | None:
+    """The iteration and stage markers as one RE2 pattern (for Arrow), or None if RE2 cannot take them."""
+    rules = list(markers.iteration_rules) + list(markers.stage_rules)
+    if not rules:
+        return None
+    pattern = "|".join(_alternative(rule.pattern.pattern) for rule in rules)
+    try:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        pc.match_substring_regex(pa.array(["probe"]), pattern=pattern)
+    except Exception:
+        return None
+    return pattern
+
+
+def candidate_lines(pattern, block: str) -> list:
+    r"""Indices of the lines of ``block`` (joined by ``\n``) that a marker could match.
+
+    Every line a match touches is a candidate, so a match that runs across a line end (``\s``
+    matches ``\n``) cannot hide a real match that starts inside it.
+    """
+    out = []
+    line = 0
+    pos = 0
+    last = -1
+    count = block.count
+    for m in pattern.finditer(block):
+        s, e = m.span()
+        line += count("\n", pos, s)
+        pos = s
+        end_line = line + (count("\n", s, e - 1) if e - 1 > s else 0)
+        for i in range(max(line, last + 1), end_line + 1):
+            out.append(i)
+        last = max(last, end_line)
+    return out
 
 
 @dataclass

@@ -186,7 +186,7 @@ class TimestampParser:
     def __init__(self) -> None:
         self.year = 2000
         self.end = 0  # length of the timestamp prefix of the last line parsed (0 when none)
-        self._cache_key = ""
+        self._cache_key: tuple = ()  # the whole date and time to the second: a prefix before it cannot alias
         self._cache_val = 0.0
 
     def parse(self, text: str) -> float | None:
@@ -200,12 +200,14 @@ class TimestampParser:
         g = m.groupdict()
         if g["y"]:
             self.year = int(g["y"])
-            return self._epoch(m.group(0)[:20], self.year, g["mo"], g["d"], g["h"], g["mi"], g["s"], g["f"])
+            return self._epoch(
+                (self.year, g["mo"], g["d"], g["h"], g["mi"], g["s"]), self.year, g["mo"], g["d"], g["h"], g["mi"], g["s"], g["f"]
+            )
         if g["gmo"]:
-            return self._epoch("g" + m.group(0)[:16], self.year, g["gmo"], g["gd"], g["gh"], g["gmi"], g["gs"], g["gf"])
-        return self._epoch(
-            "s" + m.group(0), self.year, MONTHS[g["smon"]], g["sd"], g["sh"], g["smi"], g["ss"], None
-        )
+            key = (self.year, g["gmo"], g["gd"], g["gh"], g["gmi"], g["gs"])
+            return self._epoch(key, self.year, g["gmo"], g["gd"], g["gh"], g["gmi"], g["gs"], g["gf"])
+        key = (self.year, g["smon"], g["sd"], g["sh"], g["smi"], g["ss"])
+        return self._epoch(key, self.year, MONTHS[g["smon"]], g["sd"], g["sh"], g["smi"], g["ss"], None)
 
     def _epoch(self, key, year, mo, d, h, mi, s, frac) -> float | None:
         if key != self._cache_key:

@@ -1,4 +1,17 @@
-"""Run the pipeline: sources -> map (in a process pool) -> merge -> templates -> diagnosis."""
+"""Run the pipeline: sources -> map (in a process pool) -> merge -> templates -> diagnosis.
+
+The pool's unit of work is one stream (file, archive or stdin); the map of a stream is
+``fastmap.Folder`` (block at a time, exactly the Partial of the reference ``mask.SlowFolder``).
+Partials merge in any order: ``KeyNodeStats`` keeps first/last by (file, seq), node stats take
+min/max/sorted unions, so the report does not depend on ``--jobs`` (tests/test_pipeline.py).
+
+Not done yet: splitting one huge stream into chunks for the pool. The plan: cut plain files at
+line ends, give each chunk its first line number (count ``\n``/``\r`` line ends as
+``lines.iter_text_lines`` does) and the node's context at its start from a cheap sequential marker
+pass (RE2 over the marker alternation, ``Context.observe`` on the candidates only, plus the
+timestamp parser's carried year); ``seq`` would become line-number based so chunk Partials order
+and merge correctly. Until then a single huge stream is mapped by one worker.
+"""
 
 from __future__ import annotations
 

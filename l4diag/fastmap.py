@@ -1,0 +1,716 @@
+"""The fast map step: the same Partial as ``mask.SlowFolder``, computed a block at a time.
+
+The per-line work of the reference folder (timestamp, seven regex substitutions, context
+markers, one ``Occurrence`` per line) is replaced by work per block of lines (~4 MB):
+
+* **reading** — a block of complete lines that is plain UTF-8 (no ``\\r``, no control or escape
+  bytes, no invalid or replacement characters, no blank or over-long line) is split in one go;
+  any other block goes line by line through ``lines._emit_text``, exactly as ``iter_text_lines``.
+* **masking** — every mask rule treats all ASCII digits alike (checked when the rules load), so
+  a line's masked key is a function of its *skeleton*: the line with its node name replaced and
+  every digit turned into ``0`` (one ``bytes.translate`` per block). Lines are counted per
+  skeleton with C-level ``Counter``/``dict(zip())``, and the mask regexes run once per distinct
+  skeleton (cached across blocks and nodes).
+* **timestamps** — the leading timestamps of a block are parsed at once with Arrow (RE2 over the
+  same ``lines.TS_RE``) and numpy (epoch arithmetic, year carried forward from the last full
+  date like ``TimestampParser``); blocks with non-ASCII lines use ``TimestampParser`` per line.
+* **context** — one search per block with an alternation of the iteration and stage markers
+  finds the few candidate lines; only they go through ``Context.observe`` (in order, with their
+  times), and the iteration/stage of any other line is looked up from the changes they made.
+* **occurrences** — only the first and the last line of each key per stage run of a block is
+  materialised; everything else is a count.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from bisect import bisect_right
+from collections import Counter
+
+import numpy as np
+
+from .context import block_marker_pattern, candidate_lines, marker_re2
+from .lines import (
+    CONTROL_RE,
+    READ_BLOCK,
+    TS_RE,
+    LineStats,
+    TimestampParser,
+    _choose_decoder,
+    _describe,
+    _emit,
+    _emit_text,
+    _first_line_end,
+    _last_line_end,
+    _split_long,
+    detect_prefix_kind,
+    split_prefix,
+)
+from .context import Markers
+from .mask import CARRY_TIME_LINES, MAX_KEY_CHARS, SNIFF_LINES, Masker, SlowFolder, _NodeFold
+from .model import KeyNodeStats, Occurrence, Partial
+from .sources import strip_suffixes
+
+try:  # pragma: no cover - pyarrow is a dependency, but keep a pure-Python way
+    import pyarrow as pa
+    import pyarrow.compute as pc
+except ImportError:  # pragma: no cover
+    pa = pc = None
+
+DIGITS_BYTES = bytes.maketrans(b"123456789", b"000000000")
+DIGITS_STR = str.maketrans("123456789", "000000000")
+# bytes that force the line-by-line path: C0 controls except \t and \n (this includes \r and ESC), DEL
+SLOW_BYTES = bytes(list(range(0, 9)) + list(range(11, 32)) + [127])
+REPLACEMENT_CHAR_UTF8 = "\ufffd".encode()
+MAX_SKELETON_CACHE = 1 << 16  # entries; cleared when full (memory stays bounded on unique hex ids)
+_KEY_CACHES: dict = {}
+
+
+def digit_invariant(rules):
+    """Whether the mask rules treat all ASCII digits alike, so a line may be masked via its skeleton.
+
+    Returns a regex of the lines that must be masked as they are (not via the skeleton), or None
+    when skeletons cannot be used at all. The only literal digit the rules may contain is the
+    ``0`` of ``0x``: then a line with ``[1-9]x`` keeps its digits.
+    """
+    literal_zero_x = False
+    for rule in rules.masks:
+        src = rule.pattern.pattern
+        src = re.sub(r"\\[dD]|0-9|\{\d+(?:,\d*)?\}|\\\\", "", src)
+        if re.search(r"\d", rule.replacement):
+            return None
+        rest = src.replace("0x", "")
+        if re.search(r"\d", rest):
+            return None
+        literal_zero_x = literal_zero_x or "0x" in src
+    return re.compile(r"[1-9][xX]") if literal_zero_x else re.compile(r"(?!)")
+
+
+_SHARED: dict = {}
+
+
+def _compile(rules) -> dict:
+    """Everything a Folder needs from the rules, compiled once per process and rule set."""
+    masker = Masker(rules)
+    markers = Markers.from_rules(rules)
+    skeletons = digit_invariant(rules)
+    sig = (tuple((c.pattern, r) for c, r in masker.steps), skeletons is None)
+    return {
+        "rules": rules,
+        "masker": masker,
+        "markers": markers,
+        "skeletons": skeletons,
+        # skeleton -> masked key, shared by the Folders of a process that use the same mask rules
+        "key_cache": _KEY_CACHES.setdefault(sig, {}),
+        # candidates are already known to match some marker: skip the per-line prefilters
+        "observe_markers": dataclasses.replace(markers, iteration_any=None, stage_any=None),
+        "marker_re": block_marker_pattern(markers),
+        "marker_re2": marker_re2(markers) if pa is not None else None,
+        "bulk_masker": BulkMasker(masker),
+    }
+
+
+class _Batch:
+    """Lines of one node from one block: texts, their skeletons and line numbers."""
+
+    __slots__ = ("texts", "skels", "linenos", "block")
+
+    def __init__(self, texts, skels, linenos, block) -> None:
+        self.texts, self.skels, self.linenos, self.block = texts, skels, linenos, block
+
+
+class Folder(SlowFolder):
+    """Fold streams into a Partial a block at a time (see the module docstring)."""
+
+    def __init__(self, rules, options) -> None:
+        shared = _SHARED.get(id(rules))
+        if shared is None or shared["rules"] is not rules:
+            shared = _SHARED[id(rules)] = _compile(rules)
+        self.rules = rules
+        self.options = options
+        self.partial = Partial()
+        self.masker = shared["masker"]
+        self.markers = shared["markers"]
+        self.skeletons = shared["skeletons"]
+        self.key_cache = shared["key_cache"]
+        self.observe_markers = shared["observe_markers"]
+        self.marker_re = shared["marker_re"]
+        self.marker_re2 = shared["marker_re2"]
+        self.bulk_masker = shared["bulk_masker"]
+        self.times = BulkTimes()
+
+    # --- reading -------------------------------------------------------------------------------
+
+    def _fold_binary(self, fh, display: str, node: str | None) -> None:
+        stats = LineStats()
+        acct = self.partial.accounting
+        acct.streams += 1
+        blocks = iter_blocks(fh, stats, self.options.max_line_bytes)
+        if node is None:
+            head = []
+            n = 0
+            for item in blocks:
+                head.append(item)
+                n += len(item[1])
+                if n >= SNIFF_LINES:
+                    break
+            sample = []
+            for item in head:
+                sample.extend(item[1] if item[0] == "clean" else [t for _, t in item[1]])
+                if len(sample) >= SNIFF_LINES:
+                    break
+            kind = detect_prefix_kind(sample[:SNIFF_LINES])
+            items = _chain(head, blocks)
+            if kind is None:
+                self._fold_node_blocks(items, display, strip_suffixes(display.rsplit("/", 1)[-1]) or "stdin")
+            else:
+                self._fold_demux_blocks(items, display, kind)
+        else:
+            self._fold_node_blocks(blocks, display, node)
+        self._account(stats, display)
+
+    def _account(self, stats: LineStats, display: str) -> None:
+        acct = self.partial.accounting
+        acct.lines_read += stats.read
+        acct.lines_parsed += stats.parsed
+        acct.bytes_read += stats.bytes
+        acct.skipped.update(stats.skipped)
+        for w in stats.warnings:
+            acct.warnings.append(f"{display}: {w}")
+        if stats.invalid_utf8_lines:
+            acct.warnings.append(f"{display}: {stats.invalid_utf8_lines} lines had invalid UTF-8 (replaced)")
+        if stats.truncated_lines:
+            acct.warnings.append(
+                f"{display}: {stats.truncated_lines} lines longer than {self.options.max_line_bytes} bytes truncated"
+            )
+        if stats.read == 0:
+            acct.warnings.append(f"{display}: empty")
+
+    def _fold_node_blocks(self, items, display: str, node: str) -> None:
+        fold = _NodeFold(node, display)
+        local: dict = {}
+        nb = node.encode("utf-8") if len(node) >= 3 else None
+        for item in items:
+            if item[0] == "clean":
+                _, texts, first_lineno, raw = item
+                if self.skeletons is not None:
+                    b = raw.replace(nb, b"<NODE>") if nb is not None and nb in raw else raw
+                    skels = b.translate(DIGITS_BYTES).decode("utf-8").split("\n")
+                    if len(skels) > len(texts):
+                        skels.pop()
+                    if _has_digit_x(raw):
+                        exc = self.skeletons.search
+                        for i, t in enumerate(texts):
+                            if exc(t):
+                                skels[i] = t.replace(node, "<NODE>") if nb is not None else t
+                else:
+                    skels = self._skeletons(texts, node)
+                linenos = range(first_lineno, first_lineno + len(texts))
+                self._fold_batch(fold, local, display, _Batch(texts, skels, linenos, raw))
+            else:
+                pairs = item[1]
+                texts = [t for _, t in pairs]
+                self._fold_batch(
+                    fold, local, display, _Batch(texts, self._skeletons(texts, node), [n for n, _ in pairs], None)
+                )
+        self._finish_local(fold, local, display)
+
+    def _fold_demux_blocks(self, items, display: str, kind: str) -> None:
+        folds: dict = {}
+        fallback = strip_suffixes(display.rsplit("/", 1)[-1]) or "stdin"
+        last = None
+        for item in items:
+            pairs = zip(range(item[2], item[2] + len(item[1])), item[1]) if item[0] == "clean" else item[1]
+            per_node: dict = {}
+            for lineno, text in pairs:
+                _, node, rest = split_prefix(text, kind)
+                if node is None:
+                    node, rest = (last or fallback), text
+                last = node
+                entry = per_node.get(node)
+                if entry is None:
+                    entry = per_node[node] = ([], [])
+                entry[0].append(rest)
+                entry[1].append(lineno)
+            for node, (texts, linenos) in per_node.items():
+                state = folds.get(node)
+                if state is None:
+                    state = folds[node] = (_NodeFold(node, display), {})
+                self._fold_batch(state[0], state[1], display, _Batch(texts, self._skeletons(texts, node), linenos, None))
+        for fold, local in folds.values():
+            self._finish_local(fold, local, display)
+
+    def _skeletons(self, texts: list, node: str) -> list:
+        out = []
+        check = len(node) >= 3
+        for t in texts:
+            if check and node in t:
+                t = t.replace(node, "<NODE>")
+            out.append(t if self.skeletons is None or self.skeletons.search(t) else t.translate(DIGITS_STR))
+        return out
+
+    # --- one batch of one node -----------------------------------------------------------------
+
+    def _fold_batch(self, fold: _NodeFold, local: dict, display: str, batch: _Batch) -> None:
+        texts, skels, linenos = batch.texts, batch.skels, batch.linenos
+        n = len(texts)
+        if n == 0:
+            return
+        base_seq = fold.seq
+        fold.seq += n
+        arr = pa.array(texts, pa.string()) if pa is not None and n >= 64 else None
+        times = self.times.compute(texts, fold.ts, batch.block)
+        stats = fold.stats
+        _carry_times(times, fold, base_seq)
+        valid = ~np.isnan(times)
+        if valid.any():
+            if stats.first_time is None:
+                stats.first_time = float(times[int(np.argmax(valid))])
+            mx = float(np.nanmax(times))
+            if stats.last_time is None or mx >= stats.last_time:
+                stats.last_time = mx
+
+        # context: only candidate lines are observed; record where iteration/stage changed
+        ctx = fold.ctx
+        markers = self.observe_markers if arr is not None and self.marker_re2 is not None else self.markers
+        change_at = [-1]
+        change_state = [(ctx.iteration, ctx.stage)]
+        if arr is not None and self.marker_re2 is not None:
+            hit = pc.match_substring_regex(arr, pattern=self.marker_re2).to_numpy(zero_copy_only=False)
+            all_ascii = batch.block.isascii() if batch.block is not None else pc.all(pc.string_is_ascii(arr)).as_py()
+            if not all_ascii:  # RE2 is ASCII-only: non-ASCII lines are candidates
+                hit |= ~pc.string_is_ascii(arr).to_numpy(zero_copy_only=False)
+            cands = np.nonzero(hit)[0].tolist()
+        elif self.marker_re is None:
+            cands = range(n)
+        else:
+            cands = candidate_lines(self.marker_re, "\n".join(texts))
+        for i in cands:
+            t = times[i]
+            before = (ctx.iteration, ctx.stage)
+            ctx.observe(marker_body(texts[i]), None if t != t else float(t), base_seq + i + 1, markers,
+                        (display, linenos[i]))
+            after = (ctx.iteration, ctx.stage)
+            if after != before:
+                change_at.append(i)
+                change_state.append(after)
+
+        # stage runs: [start, end, stage]
+        runs = []
+        start, stage = 0, change_state[0][1]
+        for idx, (_, st) in zip(change_at[1:], change_state[1:]):
+            if st != stage:
+                if idx > start:
+                    runs.append((start, idx, stage))
+                start, stage = idx, st
+        runs.append((start, n, stage))
+
+        def occ(i: int) -> Occurrence:
+            state = change_state[bisect_right(change_at, i) - 1]
+            t = times[i]
+            return Occurrence(display, linenos[i], texts[i], base_seq + i + 1, state[0], state[1], None if t != t else float(t))
+
+        key_cache = self.key_cache
+        segs = []
+        missing = set()
+        for a, b, stage in runs:
+            seg = skels[a:b] if (a, b) != (0, n) else skels
+            counts = Counter(seg)
+            missing.update(sk for sk in counts if sk not in key_cache)
+            segs.append((a, b, stage, seg, counts))
+        if missing:
+            if len(key_cache) + len(missing) > MAX_SKELETON_CACHE:
+                key_cache.clear()
+                missing = {sk for *_, counts in segs for sk in counts}
+            missing = list(missing)
+            key_cache.update(zip(missing, self.bulk_masker.keys(missing)))
+        for a, b, stage, seg, counts in segs:
+            last = dict(zip(seg, range(a, b)))
+            first = dict(zip(reversed(seg), range(b - 1, a - 1, -1))) if len(counts) < b - a else last
+            # per key: count, first and last index over its skeletons
+            agg: dict = {}
+            for sk, c in counts.items():
+                key = key_cache[sk]
+                g = agg.get(key)
+                if g is None:
+                    agg[key] = [c, first[sk], last[sk]]
+                else:
+                    g[0] += c
+                    fi, li = first[sk], last[sk]
+                    if fi < g[1]:
+                        g[1] = fi
+                    if li > g[2]:
+                        g[2] = li
+            for key, (c, fi, li) in agg.items():
+                e = local.get(key)
+                if e is None:
+                    first_occ = occ(fi)
+                    local[key] = [c, first_occ, first_occ if fi == li else occ(li), {stage: c}]
+                else:
+                    e[0] += c
+                    st = e[3]
+                    st[stage] = st.get(stage, 0) + c
+                    e[2] = occ(li)  # later segments and batches come later in the stream
+                    if base_seq + fi + 1 < e[1].seq:  # pragma: no cover - cannot happen, kept as a guard
+                        e[1] = occ(fi)
+
+    def _finish_local(self, fold: _NodeFold, local: dict, display: str) -> None:
+        keys = self.partial.keys
+        node = fold.node
+        for key, (count, first, last, stages) in local.items():
+            per_node = keys.get(key)
+            if per_node is None:
+                per_node = keys[key] = {}
+            ks = per_node.get(node)
+            if ks is None:
+                per_node[node] = KeyNodeStats(count, first, last, Counter(stages))
+            else:  # the same node from an earlier stream of this Folder: as the reference does
+                ks.count += count
+                ks.last = last
+                ks.stages.update(stages)
+        self._finish(fold, display)
+
+
+def _carry_times(times: np.ndarray, fold: _NodeFold, base_seq: int) -> None:
+    """As ``SlowFolder``: an untimed line within CARRY_TIME_LINES of a timed one takes the latest time so far."""
+    n = len(times)
+    valid = ~np.isnan(times)
+    seqs = base_seq + 1 + np.arange(n)
+    timed_seq = np.where(valid, seqs, -(10**9))
+    last_timed = np.maximum.accumulate(np.maximum(timed_seq, fold.timed_seq))
+    prior = fold.stats.last_time
+    running = np.fmax.accumulate(np.concatenate([[np.nan if prior is None else prior], times]))[:-1]
+    fill = ~valid & (seqs - last_timed <= CARRY_TIME_LINES) & ~np.isnan(running)
+    times[fill] = running[fill]
+    if valid.any():
+        fold.timed_seq = int(seqs[valid][-1])
+
+
+def marker_body(text: str) -> str:
+    """The text markers look at: the line after its leading timestamp (as ``SlowFolder``)."""
+    m = TS_RE.match(text) if text and (text[0].isdigit() or text[0] in "[(IWEFJMASOND") else None
+    return text[m.end():].lstrip(" ]") if m else text
+
+
+def _has_digit_x(raw: bytes) -> bool:
+    """Whether ``[1-9][xX]`` occurs in the bytes (numpy: much faster than a regex scan)."""
+    buf = np.frombuffer(raw, dtype=np.uint8)
+    pos = np.flatnonzero((buf[1:] | 0x20) == ord("x"))
+    if not len(pos):
+        return False
+    before = buf[pos]
+    return bool(((before >= ord("1")) & (before <= ord("9"))).any())
+
+
+def _chain(head: list, rest):
+    yield from head
+    yield from rest
+
+
+# --- reading blocks ------------------------------------------------------------------------------
+
+
+def iter_blocks(fh, stats: LineStats, max_line_bytes: int):
+    """Like ``lines.iter_text_lines``, but a block at a time.
+
+    Yields ``("clean", texts, first_lineno, raw_bytes)`` for a block of plain lines (all parsed)
+    and ``("lines", [(lineno, text), ...])`` for anything else (line by line, as the reference).
+    """
+    lineno = 0
+    encoding = None
+    pending = b""
+    discarding = False
+    while True:
+        try:
+            block = fh.read(READ_BLOCK)
+        except (OSError, EOFError, ValueError) as exc:
+            stats.warnings.append(f"stream ended early: {_describe(exc)}; kept what was read")
+            block = b""
+        stats.bytes += len(block)
+        if encoding is None and (block or pending):
+            encoding = _choose_decoder(pending + block)
+        if not block:
+            if pending and not discarding:
+                lineno += 1
+                out = list(_emit(pending, lineno, stats, encoding))
+                if out:
+                    yield ("lines", out)
+            break
+        data = pending + block if pending else block
+        cut = _last_line_end(data, encoding)
+        if cut < 0:
+            if len(data) > max_line_bytes:
+                if not discarding:
+                    lineno += 1
+                    stats.truncated_lines += 1
+                    out = list(_emit(data[:max_line_bytes], lineno, stats, encoding, truncated=True))
+                    if out:
+                        yield ("lines", out)
+                    discarding = True
+                pending = b""
+            else:
+                pending = data
+            continue
+        complete, pending = data[: cut + 1], data[cut + 1 :]
+        if discarding:
+            first_end = _first_line_end(complete, encoding)
+            complete = complete[first_end + 1 :]
+            discarding = False
+        if encoding == "utf-8" and len(complete.translate(None, SLOW_BYTES)) == len(complete) \
+                and REPLACEMENT_CHAR_UTF8 not in complete:
+            try:
+                text = complete.decode("utf-8")
+            except UnicodeDecodeError:
+                text = None
+            if text is not None:
+                parts = text.split("\n")
+                if parts and parts[-1] == "":
+                    parts.pop()
+                if parts and "" not in parts and max(map(len, parts)) <= max_line_bytes \
+                        and not any(map(str.isspace, parts)):
+                    stats.read += len(parts)
+                    stats.parsed += len(parts)
+                    yield ("clean", parts, lineno + 1, complete)
+                    lineno += len(parts)
+                    continue
+        out = []
+        for chunk in _split_long(complete, max_line_bytes, encoding):
+            for text_line, truncated in chunk:
+                lineno += 1
+                if truncated:
+                    stats.truncated_lines += 1
+                out.extend(_emit_text(text_line, lineno, stats, truncated))
+        if out:
+            yield ("lines", out)
+
+
+
+# --- masking distinct skeletons in bulk ------------------------------------------------------------
+
+HEX_RULE_PY = r"\b0x[0-9a-fA-F]+\b|\b(?=[0-9a-fA-F]*\d)(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{8,}\b"
+
+
+def _hex_re2() -> str:
+    """``HEX_RULE_PY`` without lookaheads: a whole hex word of 8+ chars with a digit and a letter,
+    spelled out by the length k of its leading run of one kind (RE2 has no lookahead)."""
+    d, a, h = "[0-9]", "[a-fA-F]", "[0-9a-fA-F]"
+    branches = []
+    for k in range(1, 8):
+        branches.append(f"{d}{{{k}}}{a}{h}{{{7 - k},}}")
+        branches.append(f"{a}{{{k}}}{d}{h}{{{7 - k},}}")
+    branches += [f"{d}{{8,}}{a}{h}*", f"{a}{{8,}}{d}{h}*"]
+    return r"\b0x[0-9a-fA-F]+\b|\b(?:" + "|".join(branches) + r")\b"
+
+
+RE2_REWRITES = {HEX_RULE_PY: _hex_re2()}
+ASCII_SPACE_RUN = r"[\t\n\x0b\x0c\r\x1c-\x1f ]+"
+
+
+class BulkMasker:
+    """``Masker.key(text, None)`` over many texts at once: RE2 (Arrow) for ASCII texts and rules it
+    can take (or has an equivalent rewrite for), Python ``re`` for the rest."""
+
+    def __init__(self, masker) -> None:
+        self.masker = masker
+        self.steps = []
+        self.arrow = pa is not None
+        if not self.arrow:
+            return
+        for compiled, replacement in masker.steps:
+            src = compiled.pattern
+            re2 = RE2_REWRITES.get(src, src)
+            try:
+                if "\\" in replacement:
+                    raise ValueError("replacement with escapes")
+                pc.replace_substring_regex(pa.array(["probe 1"]), pattern=re2, replacement=replacement)
+                self.steps.append(("re2", re2, replacement))
+            except Exception:
+                self.steps.append(("py", compiled, replacement))
+
+    def keys(self, texts: list) -> list:
+        key = self.masker.key
+        if not self.arrow or len(texts) < 32:
+            return [key(t, None) for t in texts]
+        arr = pa.array(texts, pa.string())
+        ascii_ = pc.string_is_ascii(arr).to_numpy(zero_copy_only=False)
+        if not ascii_.all():
+            out = [None] * len(texts)
+            idx = np.nonzero(ascii_)[0]
+            done = self.keys([texts[i] for i in idx]) if len(idx) else []
+            for i, k in zip(idx, done):
+                out[i] = k
+            for i in np.nonzero(~ascii_)[0]:
+                out[i] = key(texts[i], None)
+            return out
+        for kind, pattern, replacement in self.steps:
+            if kind == "re2":
+                arr = pc.replace_substring_regex(arr, pattern=pattern, replacement=replacement)
+            else:
+                arr = pa.array([pattern.sub(replacement, t) for t in arr.to_pylist()], pa.string())
+        arr = pc.replace_substring_regex(arr, pattern=ASCII_SPACE_RUN, replacement=" ")
+        arr = pc.utf8_trim(arr, characters=" ")
+        arr = pc.utf8_slice_codeunits(arr, 0, MAX_KEY_CHARS)
+        return arr.to_pylist()
+
+
+# --- timestamps in bulk --------------------------------------------------------------------------
+
+MONTH_NAMES = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
+_FIRST_OK = np.zeros(256, dtype=bool)
+for _c in b"0123456789[(IWEFJMASOND":
+    _FIRST_OK[_c] = True
+_FIRST_OK[128:] = True  # non-ASCII first character: str.isdigit may be true, let the parser decide
+_IS_DIGIT = np.zeros(256, dtype=bool)
+_IS_DIGIT[48:58] = True
+_MONTHS3 = np.array([int.from_bytes(m.encode(), "big") for m in MONTH_NAMES], dtype=np.int64)
+WIDTH = 28
+# ISO layout "YYYY-MM-DD?HH:MM:SS" (? one of "T _"): which columns are digits and which are fixed
+_ISO_DIGITS = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18]
+_ISO_FIXED = {4: b"-", 7: b"-", 10: b"T _", 13: b":", 16: b":"}
+_COLON_BRACKET = re.compile(rb"\]:\[")
+
+
+class BulkTimes:
+    """``TimestampParser.parse`` over a block of lines at once (numpy over the raw bytes).
+
+    Lines whose leading timestamp has the plain ISO layout (optionally after ``[`` or ``(``) are
+    computed column-wise; any other line that ``TS_RE`` could match (glog, syslog, ``name]:[``
+    prefixes, non-ASCII starts, odd layouts) goes through the stream's ``TimestampParser`` with the
+    year that the parser would have carried to it.
+    """
+
+    def compute(self, texts: list, parser: TimestampParser, raw: bytes | None = None) -> np.ndarray:
+        n = len(texts)
+        if raw is None:
+            raw = ("\n".join(texts) + "\n").encode("utf-8")
+        buf = np.frombuffer(raw, dtype=np.uint8)
+        nl = np.flatnonzero(buf == 10)
+        if len(nl) != n:  # pragma: no cover - defensive: the block does not split as expected
+            return self._python(texts, parser)
+        starts = np.empty(n, dtype=np.int64)
+        starts[0] = 0
+        starts[1:] = nl[:-1] + 1
+        padded = np.concatenate([buf, np.zeros(WIDTH, dtype=np.uint8)])
+        # the first WIDTH bytes of every line (bytes past a line's newline are the next line's, but
+        # every test below needs a contiguous run of non-newline bytes from the start, so they never count)
+        w = padded[starts[:, None] + np.arange(WIDTH)]
+        first = w[:, 0]
+        bracket = (first == ord("[")) | (first == ord("("))
+        rows = np.arange(n)
+        if bracket.any():
+            shifted = np.where(bracket[:, None], w[:, 1:], w[:, :-1])
+        else:
+            shifted = w[:, :-1]
+
+        def col(j):
+            return shifted[:, j]
+
+        iso = _FIRST_OK[first].copy()
+        for j in _ISO_DIGITS:
+            iso &= _IS_DIGIT[col(j)]
+        for j, allowed in _ISO_FIXED.items():
+            c = col(j)
+            ok = np.zeros(n, dtype=bool)
+            for a in allowed:
+                ok |= c == a
+            iso &= ok
+        # lines the regex could still match some other way: to the parser
+        maybe = _FIRST_OK[first] & ~iso
+        letter = np.isin(first, np.frombuffer(b"IWEFJMASOND", dtype=np.uint8))
+        glog_like = np.isin(first, np.frombuffer(b"IWEF", dtype=np.uint8)) & _IS_DIGIT[w[:, 1]]
+        head3 = (w[:, 0].astype(np.int64) << 16) | (w[:, 1].astype(np.int64) << 8) | w[:, 2]
+        month_like = np.isin(head3, _MONTHS3) & (w[:, 3] == 32)
+        maybe &= ~letter | glog_like | month_like
+        if _COLON_BRACKET.search(raw):
+            pos = np.array([m.start() for m in _COLON_BRACKET.finditer(raw)], dtype=np.int64)
+            lines_with = np.unique(np.searchsorted(starts, pos, side="right") - 1)
+            flag = np.zeros(n, dtype=bool)
+            flag[lines_with] = True
+            maybe |= flag & _FIRST_OK[first]
+            iso &= ~flag  # "x]:[YYYY-..." is not the plain layout
+        out = np.full(n, np.nan)
+
+        def num(j, k):
+            v = np.zeros(n, dtype=np.int64)
+            for t in range(k):
+                v = v * 10 + (col(j + t).astype(np.int64) - 48)
+            return v
+
+        if iso.any():
+            y, mo, d, h, mi, sec = num(0, 4), num(5, 2), num(8, 2), num(11, 2), num(14, 2), num(17, 2)
+            sep = col(19)
+            has_frac = ((sep == ord(".")) | (sep == ord(","))) & _IS_DIGIT[col(20)]
+            fval = np.zeros(n, dtype=np.int64)
+            flen = np.zeros(n, dtype=np.int64)
+            going = has_frac.copy()
+            for t in range(6):
+                c = col(20 + t)
+                going &= _IS_DIGIT[c]
+                fval = np.where(going, fval * 10 + (c.astype(np.int64) - 48), fval)
+                flen += going
+            valid = iso & (y >= 1) & (mo >= 1) & (mo <= 12) & (d >= 1) & (d <= 31) & (h < 24)
+            days = _days_from_civil(y, np.clip(mo, 1, 12)) + d - 1
+            base = (((days * 24 + h) * 60 + mi) * 60 + sec).astype(np.float64)
+            frac = np.where(flen > 0, fval / np.power(10.0, flen), 0.0)
+            vals = base + frac
+            out[valid] = vals[valid]
+        else:
+            y = None
+        hard = np.flatnonzero(maybe)
+        iso_idx = np.flatnonzero(iso)
+        if len(hard):
+            last_iso = np.where(iso, rows, -1)
+            np.maximum.accumulate(last_iso, out=last_iso)
+            hard_iso_at, hard_iso_year = -1, parser.year
+            carried = parser.year
+            parse = parser.parse
+            for i in hard.tolist():
+                li = int(last_iso[i - 1]) if i > 0 else -1
+                if li > hard_iso_at:
+                    parser.year = int(y[li])
+                elif hard_iso_at >= 0:
+                    parser.year = hard_iso_year
+                else:
+                    parser.year = carried
+                before = parser.year
+                t = parse(texts[i])
+                if parser.year != before or _sets_year(texts[i]):
+                    hard_iso_at, hard_iso_year = i, parser.year
+                if t is not None:
+                    out[i] = t
+            if hard_iso_at >= 0 and (not len(iso_idx) or hard_iso_at > iso_idx[-1]):
+                parser.year = hard_iso_year
+            elif len(iso_idx):
+                parser.year = int(y[iso_idx[-1]])
+            else:
+                parser.year = carried if hard_iso_at < 0 else hard_iso_year
+        elif len(iso_idx):
+            parser.year = int(y[iso_idx[-1]])
+        return out
+
+    @staticmethod
+    def _python(texts: list, parser: TimestampParser) -> np.ndarray:
+        parse = parser.parse
+        return np.array([np.nan if (t := parse(x)) is None else t for x in texts], dtype=np.float64)
+
+
+def _sets_year(text: str) -> bool:
+    """Whether ``TimestampParser.parse`` takes the year from this line."""
+    if not text or not (text[0].isdigit() or text[0] in "[(IWEFJMASOND"):
+        return False
+    m = TS_RE.match(text)
+    return bool(m and m.group("y"))
+
+
+def _days_from_civil(y: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """Days since 1970-01-01 of the first of month ``m`` of year ``y`` (proleptic Gregorian)."""
+    y = y - (m <= 2)
+    era = np.floor_divide(y, 400)
+    yoe = y - era * 400
+    doy = (153 * np.where(m > 2, m - 3, m + 9) + 2) // 5
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+__all__ = ["BulkTimes", "Folder", "digit_invariant", "iter_blocks"]

@@ -1,0 +1,140 @@
+"""The fast map step (fastmap.Folder) must give exactly the Partial of the reference SlowFolder."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict
+
+import pytest
+from runs import write_layout
+
+import l4diag.fastmap as fastmap
+import l4diag.lines as lines_mod
+from l4diag.fastmap import Folder, _hex_re2, digit_invariant
+from l4diag.mask import MapOptions, Masker, SlowFolder
+from l4diag.rules import load_rules
+from l4diag.sources import discover
+
+RULES = load_rules([])
+LAYOUTS = ["dir-per-node", "file-per-node", "combined-host", "combined-rank", "gz", "tar.gz", "zip"]
+
+
+def canon(partial) -> tuple:
+    keys = {
+        key: {node: (s.count, asdict(s.first), asdict(s.last), dict(s.stages)) for node, s in per_node.items()}
+        for key, per_node in partial.keys.items()
+    }
+    nodes = {node: asdict(stats) for node, stats in partial.nodes.items()}
+    return keys, nodes, asdict(partial.accounting)
+
+
+def fold_both(path) -> tuple:
+    found = discover([str(path)], None)
+    out = []
+    for cls in (SlowFolder, Folder):
+        folder = cls(RULES, MapOptions())
+        for spec in found.streams:
+            folder.fold_spec(spec)
+        out.append(canon(folder.partial))
+    return out
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_fast_equals_reference_on_test_runs(tmp_path, layout):
+    slow, fast = fold_both(write_layout(tmp_path / layout, layout))
+    assert fast == slow
+
+
+def _hostile(rng: random.Random, n: int, dirty: bool) -> bytes:
+    out = []
+    for _ in range(n):
+        r = rng.random()
+        y = rng.choice([2023, 2024, 2025])
+        if r < 0.12:  # ISO, sometimes impossible dates
+            out.append(f"{y}-{rng.randint(0, 13):02d}-{rng.randint(0, 32):02d} {rng.randint(0, 25):02d}:"
+                       f"{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d},{rng.randint(0, 999)} INFO x {rng.randint(0, 99)}")
+        elif r < 0.22:  # glog behind a [rankN]: prefix: year carried from the last full date
+            out.append(f"[rank{rng.randint(0, 3)}]:[E{rng.randint(1, 12):02d}{rng.randint(1, 28):02d} {rng.randint(0, 23):02d}:"
+                       f"{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}.{rng.randint(0, 10**9)} PG.cpp:607] Watchdog caught timeout")
+        elif r < 0.28:
+            out.append(f"{rng.choice(['Jan', 'Feb', 'Dec'])} {rng.randint(0, 31):2d} {rng.randint(0, 23):02d}:"
+                       f"{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d} host kernel: NVRM: Xid 79")
+        elif r < 0.32:
+            out.append(f"I{rng.randint(1, 12):02d}{rng.randint(1, 28):02d} {rng.randint(0, 23):02d}:00:00.{rng.randint(0, 999999)} "
+                       f"123 foo.cc:12] step 5x 0x1f")
+        elif r < 0.37:
+            out.append(f"[{y}-05-01T10:{rng.randint(0, 59):02d}:00.{rng.randint(0, 10**8)}] iteration {rng.randint(1, 999)}/ 1000 | "
+                       f"lm loss: {rng.random():.3E} | grad norm: {rng.random():.3f} |")
+        elif r < 0.40:
+            out.append(f"INFO]:[{y}-05-01 10:00:{rng.randint(0, 59):02d} odd prefix")
+        elif r < 0.43:
+            out.append(f"é٣ {y}-05-01 10:00:00 unicode ٣٤ digits")
+        elif r < 0.45:
+            out.append("٢٠٢٤-05-01 10:00:00 arabic year")
+        elif r < 0.48:
+            out.append(rng.choice([" loading checkpoint from /ckpt at iteration 4000", "training ...",
+                                   f"{y}-05-01 10:00:00,123 [Rank 0] step={rng.randint(0, 100)}, skipped=0, lr=[5e-05]"]))
+        elif r < 0.52:
+            out.append(f"({y}-06-01 00:00:0{rng.randint(0, 9)}) paren {rng.randint(0, 10**6):x} 8x A100 deadbeef12 0xABC")
+        elif r < 0.55:
+            out.append("gpu-node-01 mentions itself and gpu-node-012 [2024-02-31 12:00:00.5] feb 31 \t\ttabs  ")
+        elif r < 0.57:
+            out.append("x" * rng.randint(1, 3000))
+        elif dirty and r < 0.62:
+            out.append(rng.choice(["", "   ", "\u3000", f"\x1b[31mred {rng.randint(0, 9)}\x1b[0m bar\r 50%\r 100%"]))
+        else:
+            out.append(f"{y}-{rng.randint(1, 12):02d}-01 {rng.randint(0, 23):02d}:00:00.{rng.randint(0, 9)} generic "
+                       f"{rng.random()} 12345678 cafebabe1 ab12cd34ef 3x 10.0.0.{rng.randint(0, 255)}:{rng.randint(1, 65535)}")
+    data = "\n".join(out).encode()
+    if dirty:
+        data += b"\n\xff\xfe broken \x00 bytes\n"
+    return data
+
+
+@pytest.mark.parametrize("seed,dirty", [(1, False), (2, False), (3, True)])
+def test_fast_equals_reference_on_hostile_lines(tmp_path, monkeypatch, seed, dirty):
+    # small blocks: many block boundaries, year and context carried across them
+    monkeypatch.setattr(fastmap, "READ_BLOCK", 8192)
+    monkeypatch.setattr(lines_mod, "READ_BLOCK", 8192)
+    path = tmp_path / "gpu-node-01.log"
+    path.write_bytes(_hostile(random.Random(seed), 3000, dirty))
+    slow, fast = fold_both(path)
+    assert fast == slow
+
+
+def test_skeletons_allowed_for_builtin_masks():
+    assert digit_invariant(RULES) is not None
+
+
+def test_hex_rewrite_matches_python_rule():
+    import re
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    py = re.compile(fastmap.HEX_RULE_PY)
+    rng = random.Random(5)
+    alphabet = "0123456789abcdefABCDEFxg_ -."
+    samples = ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 40))) for _ in range(3000)]
+    samples += ["deadbeef", "12345678", "1234567a", "a1234567", "0x1F", "cafebabe12", "abcdefab1", "1abcdefa"]
+    got = pc.replace_substring_regex(pa.array(samples), pattern=_hex_re2(), replacement="<HEX>").to_pylist()
+    assert got == [py.sub("<HEX>", s) for s in samples]
+
+
+def test_bulk_masker_matches_masker():
+    masker = Masker(RULES)
+    bulk = fastmap.BulkMasker(masker)
+    rng = random.Random(9)
+    texts = [_hostile(rng, 1, False).decode() for _ in range(500)] + ["ünïcode 12 0x1f", "a\u2003b 3"]
+    assert bulk.keys(texts) == [masker.key(t, None) for t in texts]
+
+
+def test_timestamp_cache_does_not_alias_behind_a_prefix():
+    from l4diag.lines import TimestampParser
+
+    p = TimestampParser()
+    a = p.parse("[rank0]:[2024-05-01 10:00:00,100] x")
+    b = p.parse("[rank0]:[2024-05-01 10:05:00,100] x")
+    c = p.parse("[rank0]:[E0501 10:07:00.5 pg.cpp:1] y")
+    d = p.parse("[rank0]:[E0501 11:07:00.5 pg.cpp:1] y")
+    assert b - a == 300 and d - c == 3600

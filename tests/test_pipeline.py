@@ -1,0 +1,60 @@
+"""Merging Partials does not depend on order or on --jobs."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from runs import write_layout
+from test_mask import canon
+
+from l4diag.mask import MapOptions, map_stream
+from l4diag.model import Partial
+from l4diag.pipeline import RunOptions, run_diagnosis
+from l4diag.report.json import to_dict
+from l4diag.rules import load_rules
+from l4diag.sources import discover
+from l4diag.templates import build_templates
+
+
+def _report(path, jobs: int) -> dict:
+    d = to_dict(run_diagnosis([str(path)], RunOptions(jobs=jobs)))
+    d.pop("timings", None)
+    return d
+
+
+@pytest.mark.parametrize("layout", ["file-per-node", "combined-host"])
+def test_same_report_with_one_or_two_jobs(tmp_path, layout):
+    path = write_layout(tmp_path / layout, layout)
+    assert _report(path, 1) == _report(path, 2)
+
+
+def _templates(partial) -> list:
+    return [(t.id, t.text, t.keys, t.counts, {n: (o.file, o.line) for n, o in t.first.items()})
+            for t in build_templates(partial)]
+
+
+def test_merge_in_any_order(tmp_path):
+    root = write_layout(tmp_path / "run", "dir-per-node")
+    rules = load_rules([])
+    parts = [map_stream(s, rules, MapOptions()) for s in discover([str(root)], None).streams]
+    assert len(parts) > 4
+
+    def merged(order):
+        out = Partial()
+        for p in order:
+            out.merge(copy.deepcopy(p))
+        return out
+
+    forward, backward = merged(parts), merged(parts[::-1])
+    shuffled = merged(parts[1::2] + parts[::2])
+    assert canon(forward)[0] == canon(backward)[0] == canon(shuffled)[0]
+    for a, b in ((forward, backward), (forward, shuffled)):
+        na, nb = canon(a)[1], canon(b)[1]
+        for node in na:  # streams is a set; everything else must be equal too
+            assert na[node] == nb[node], node
+        acct_a, acct_b = canon(a)[2], canon(b)[2]
+        acct_a["warnings"].sort()
+        acct_b["warnings"].sort()
+        assert acct_a == acct_b
+    assert _templates(forward) == _templates(backward) == _templates(shuffled)
