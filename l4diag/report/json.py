@@ -46,6 +46,8 @@ def to_dict(d: Diagnosis) -> dict:
             "warnings": list(acct.warnings),
             "baseline": d.baseline,
             "inputs_skipped": dict(sorted(acct.inputs_skipped.items())),
+            "lines_truncated": acct.lines_truncated,
+            "streams_incomplete": dict(sorted(acct.streams_incomplete.items())),
         },
         "verdict": d.verdict,
         "diagnosis": None,
