@@ -174,11 +174,14 @@ def _describe(exc: BaseException) -> str:
 
 
 def _choose_decoder(head: bytes) -> str:
-    if head.startswith(b"\xff\xfe"):
-        return "utf-16-le"
-    if head.startswith(b"\xfe\xff"):
-        return "utf-16-be"
     sample = head[:4096]
+    # A BOM counts when the text after it looks like UTF-16 (logs are mostly ASCII: many NULs);
+    # binary garbage that happens to start with \xff\xfe stays UTF-8 and is skipped as binary.
+    bom_ok = len(sample) < 16 or sample.count(0) > 0.2 * len(sample)
+    if head.startswith(b"\xff\xfe") and bom_ok:
+        return "utf-16-le"
+    if head.startswith(b"\xfe\xff") and bom_ok:
+        return "utf-16-be"
     if len(sample) >= 16:
         # UTF-16 without a BOM: ASCII text has a NUL in every other byte, on one side only.
         even, odd = sample[0::2], sample[1::2]
@@ -250,7 +253,9 @@ def account_stream(acct, stats: LineStats, display: str, max_line_bytes: int) ->
         acct.warnings.append(
             f"{display}: {stats.truncated_lines} lines longer than {max_line_bytes} bytes truncated"
         )
-    if stats.read == 0:
+    if stats.read == 0 and stats.incomplete:
+        pass  # nothing came out before the stream broke: counted in streams_incomplete, warned above
+    elif stats.read == 0:
         if stats.bytes == 0:
             acct.warnings.append(f"{display}: empty")
             acct.inputs_skipped["empty"] += 1

@@ -19,6 +19,7 @@ import stat
 import sys
 import tarfile
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -244,7 +245,12 @@ def assign_nodes(parts_list: list, root_name: str) -> list:
         else:
             candidate = strip_suffixes(parts[-1])
         if _is_generic(candidate):
-            candidate = root_name if not _is_generic(root_name) else strip_suffixes(parts[-1])
+            # a generic directory (``run/``, ``logs/``): the file's own name if telling, else the root's
+            own = strip_suffixes(parts[-1])
+            if candidate != own and not _is_generic(own):
+                candidate = own
+            else:
+                candidate = root_name if not _is_generic(root_name) else own
         nodes.append(candidate)
     return nodes
 
@@ -282,27 +288,100 @@ def open_stream(spec: StreamSpec, max_decompressed: int | None = None) -> Binary
 def wrap_decompressor(raw: BinaryIO, compression: str | None, cap: int | None = None, what: str = "stream") -> BinaryIO:
     if compression is None:
         return raw
-    if compression == "gzip":
-        fh = gzip.GzipFile(fileobj=raw)
-    elif compression == "bz2":
-        fh = bz2.BZ2File(raw)
-    elif compression == "xz":
-        fh = lzma.LZMAFile(raw)
+    if compression in ("gzip", "bz2", "xz"):
+        fh = _Decompress(raw, compression)
     elif compression == "zstd":
         import pyarrow as pa
 
-        fh = pa.CompressedInputStream(pa.PythonFile(raw, mode="r"), "zstd")
+        # small reads: pyarrow drops a whole read's output when the stream turns out truncated
+        fh = _Capped(pa.CompressedInputStream(pa.PythonFile(raw, mode="r"), "zstd"), None, what, max_read=1 << 16)
     else:
         raise ValueError(f"unknown compression {compression}")
     return _Capped(fh, cap, what) if cap is not None else fh
+
+
+MEMBER_READ = 1 << 16
+
+
+class _Decompress(io.RawIOBase):
+    """Streaming gzip/bz2/xz decompression that hands out every byte it could decode.
+
+    Unlike ``gzip.GzipFile`` and friends, a truncated or corrupt stream first yields all the data
+    decoded before the damage, then raises. Output per read is bounded (``max_length``), so a
+    small compressed chunk cannot expand into a huge buffer. Concatenated members are read on.
+    """
+
+    CHUNK = 1 << 16
+
+    def __init__(self, raw: BinaryIO, kind: str) -> None:
+        self._raw = raw
+        self._kind = kind
+        self._dec = self._make()
+        self._buf = b""
+
+    def _make(self):
+        if self._kind == "gzip":
+            return zlib.decompressobj(16 + zlib.MAX_WBITS)
+        if self._kind == "bz2":
+            return bz2.BZ2Decompressor()
+        return lzma.LZMADecompressor()
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            n = 1 << 22
+        if n == 0:
+            return b""
+        while True:
+            if self._dec.eof:
+                rest = self._dec.unused_data + self._buf
+                if not rest:
+                    rest = self._raw.read(self.CHUNK)
+                if not rest.strip(b"\x00"):
+                    return b""  # clean end (NUL padding after the last member tolerated)
+                self._dec = self._make()
+                self._buf = rest
+            if self._kind == "gzip":
+                out = self._dec.decompress(self._buf, n)
+                self._buf = self._dec.unconsumed_tail
+                need_input = not self._buf
+            else:
+                out = self._dec.decompress(self._buf, max_length=n)
+                self._buf = b""
+                need_input = self._dec.needs_input
+            if out:
+                return out
+            if self._dec.eof:
+                continue
+            if need_input:
+                chunk = self._raw.read(self.CHUNK)
+                if not chunk:
+                    raise EOFError(f"{self._kind} stream ended before its end marker (truncated)")
+                self._buf = self._buf + chunk if self._kind == "gzip" else chunk
+
+    read1 = read
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        try:
+            self._raw.close()
+        finally:
+            super().close()
 
 
 class _Capped(io.RawIOBase):
     """Pass reads through until ``cap`` bytes, then raise ``InputCap`` (a decompression-bomb guard)."""
 
     def __init__(self, inner: BinaryIO, cap: int, what: str = "stream", budget: list | None = None,
-                 total_cap: int | None = None, reason: str = "decompression_cap") -> None:
+                 total_cap: int | None = None, reason: str = "decompression_cap", max_read: int = 1 << 22) -> None:
         self._inner = inner
+        self._max_read = max_read
         self._cap = cap
         self._what = what
         self._budget = budget  # shared [bytes used] across the members of one archive
@@ -322,7 +401,7 @@ class _Capped(io.RawIOBase):
                            f"(--max-total-decompressed-bytes); the rest was not read", self._reason)
 
     def _room(self, n: int) -> int:
-        room = n
+        room = min(n, self._max_read)
         if self._cap is not None:
             room = min(room, self._cap - self.count)
         if self._budget is not None and self._total_cap is not None:
@@ -432,7 +511,8 @@ def _member_entry(spec: StreamSpec, name: str, nodes: dict, node_pattern, fileob
         inner = wrap_decompressor(fileobj, compression)
     else:
         inner = fileobj
-    capped = _Capped(inner, cap, what, budget, spec.max_total_bytes)
+    # Small reads: a truncated member raises on a read that passes its end, losing that read's data.
+    capped = _Capped(inner, cap, what, budget, spec.max_total_bytes, max_read=MEMBER_READ)
     return ArchiveMember(name, display, node, None, capped)
 
 
