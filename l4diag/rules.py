@@ -101,8 +101,37 @@ def load_rules(extra_files: list | None = None) -> RuleSet:
         except (OSError, UnicodeDecodeError) as exc:
             raise RulesError(f"{path}: cannot read rule file: {exc}") from exc
         kind = _kind_from_text_or_name(text, p)
+        before = len(getattr(ruleset, kind))
         _add_file(ruleset, kind, str(path), text)
+        for rule in getattr(ruleset, kind)[before:]:
+            check_speed(rule)
     return ruleset
+
+
+# Lines that make backtracking regexes blow up; user rules must stay fast on them.
+SPEED_PROBES = (
+    "a" * 20_000 + "!", "a" * 20_000, "0x" * 10_000, " " * 20_000 + "x", ":" * 20_000, "[" * 20_000, "]:" * 10_000,
+    "1" * 20_000 + "x", "1." * 10_000 + "x", "\t" * 20_000 + "Exception", "a=" * 10_000, "/a" * 10_000,
+    "Error " * 4_000, "[rank0]:" * 2_500 + "x", "a-" * 10_000 + "!", "aaaa_" * 4_000 + "!",
+)
+SPEED_BUDGET_S = 0.5
+
+
+def check_speed(rule: Rule) -> None:
+    """Reject a (user) rule whose regex takes too long on adversarial lines: it could stall a run."""
+    for probe in SPEED_PROBES:
+        try:
+            if rule.kind == "masks":
+                rule.pattern.sub(rule.replacement.replace("\\", "\\\\"), probe, timeout=SPEED_BUDGET_S)
+            else:
+                rule.pattern.search(probe, timeout=SPEED_BUDGET_S)
+        except TimeoutError as exc:
+            raise RulesError(
+                f"{rule.source_file}: rule {rule.name!r}: regex too slow (over {SPEED_BUDGET_S}s on a "
+                f"{len(probe)}-character line like {probe[:12]!r}...); it would stall on hostile logs"
+            ) from exc
+        except regex.error:
+            return
 
 
 def _kind_from_text_or_name(text: str, path: Path) -> str:

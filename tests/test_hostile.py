@@ -509,6 +509,26 @@ def test_broken_rule_file_exits_2_naming_file_and_rule(run, tmp_path, body, need
     assert "faults.toml" in line and needle in line
 
 
+def test_catastrophic_user_regex_is_rejected_at_load(run, tmp_path):
+    rules = tmp_path / "faults.toml"
+    rules.write_text('[[rule]]\nname = "redos"\ncategory = "network"\nregex = "^(a+)+$"\nexample = "aaaa"\n')
+    line = assert_usage_error(invoke(run, "--rules", rules))
+    assert "faults.toml" in line and "'redos'" in line and "too slow" in line
+
+
+def test_builtin_rules_of_every_kind_are_fast_on_adversarial_lines():
+    import time
+
+    from l4diag.rules import SPEED_PROBES, load_rules
+
+    rules = load_rules()
+    for rule in rules.all_rules():
+        for probe in SPEED_PROBES:
+            start = time.perf_counter()
+            rule.pattern.search(probe * 5)
+            assert time.perf_counter() - start < 0.5, (rule.kind, rule.name, probe[:12])
+
+
 def test_rule_file_not_utf8_or_missing_exits_2(run, tmp_path):
     rules = tmp_path / "faults.toml"
     rules.write_bytes(b"\xff\xfe\x00garbage")
