@@ -367,8 +367,8 @@ class TimestampParser:
                 base = calendar.timegm((int(year), int(mo), int(d), int(h), int(mi), int(s), 0, 0, 0))
             except (ValueError, OverflowError):
                 return None
-            if not (1 <= int(mo) <= 12 and 1 <= int(d) <= 31 and int(h) < 24):
-                return None
+            if not (1 <= int(mo) <= 12 and 1 <= int(d) <= 31 and int(h) < 24 and 1970 <= int(year) <= 2200):
+                return None  # also years no real log has: they would break time arithmetic and rendering
             self._cache_key, self._cache_val = key, float(base)
         return self._cache_val + (float("0." + frac[:6]) if frac else 0.0)
 
