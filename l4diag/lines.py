@@ -277,6 +277,8 @@ def collapse_warnings(warnings: list) -> list:
     ``"<stream>: <message>"`` warnings whose message repeats at least ``COLLAPSE_MIN`` times
     become ``"<message> (128 streams: a, b, c, d, e, … and 123 more)"``, at the place of the first.
     """
+    # Warnings quote names and exception texts from the input: never let them carry control characters.
+    warnings = [w if w.isprintable() else "".join(ch if ch.isprintable() else "?" for ch in w) for w in warnings]
     groups: dict = {}
     for index, w in enumerate(warnings):
         where, sep, message = w.partition(": ")
