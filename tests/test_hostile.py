@@ -663,3 +663,35 @@ def test_hostile_inputs_through_the_process_pool(tmp_path, validate_report):
     assert inp["streams_incomplete"] == {"truncated_stream": 1, "decompression_cap": 1}
     assert inp["inputs_skipped"] == {"empty": 1, "not_regular_file": 1}
     assert report["diagnosis"]["node"] == CULPRIT
+
+
+# --- lines: encodings and padding, unit level ------------------------------------------------------
+
+
+def _read(data: bytes, cap: int = 1 << 20):
+    stats = LineStats()
+    lines = [t for _, t in iter_text_lines(io.BytesIO(data), stats, cap)]
+    assert stats.read == stats.parsed + sum(stats.skipped.values())
+    return lines, stats
+
+
+def test_invalid_utf16_lone_surrogate_and_odd_length():
+    data = "ok line\n".encode("utf-16-le") + b"\x00\xd8" + "after\n".encode("utf-16-le") + b"x"
+    lines, stats = _read(b"\xff\xfe" + data)
+    assert lines[0] == "ok line" and "after" in lines[1]
+    assert stats.invalid_utf8_lines >= 1
+
+
+def test_file_of_only_nuls_reads_no_lines():
+    lines, stats = _read(b"\x00" * 100_000)
+    assert lines == [] and stats.nul_bytes == 100_000 and stats.parsed == 0
+
+
+def test_utf16_long_lines_are_truncated_in_characters():
+    lines, stats = _read(("y" * 5000 + "\nshort\n").encode("utf-16"), cap=100)
+    assert lines == ["y" * 100, "short"] and stats.truncated_lines == 1
+
+
+def test_ff_fe_garbage_is_not_taken_for_utf16():
+    lines, stats = _read(b"\xff\xfe" + bytes(range(1, 256)) * 20 + b"\nreal line\n")
+    assert lines[-1] == "real line" and stats.skipped["binary"] >= 1
