@@ -599,6 +599,7 @@ MEMBER_NAME = st.one_of(
 )
 
 
+@pytest.mark.filterwarnings("ignore:Duplicate name")
 @FUZZ
 @given(
     kind=st.sampled_from(["tar", "tar.gz", "zip"]),
@@ -696,3 +697,28 @@ def test_utf16_long_lines_are_truncated_in_characters():
 def test_ff_fe_garbage_is_not_taken_for_utf16():
     lines, stats = _read(b"\xff\xfe" + bytes(range(1, 256)) * 20 + b"\nreal line\n")
     assert lines[-1] == "real line" and stats.skipped["binary"] >= 1
+
+
+FILE_NAME = st.text(alphabet=st.characters(blacklist_characters="/\x00", blacklist_categories=("Cs",)),
+                    min_size=1, max_size=24).filter(lambda n: n not in (".", ".."))
+
+
+@FUZZ
+@given(files=st.lists(st.tuples(st.lists(FILE_NAME, min_size=1, max_size=3), st.binary(max_size=300)), max_size=6))
+def test_fuzz_random_directory_trees(tmp_path_factory, validate_report, files):
+    root = tmp_path_factory.mktemp("fz")
+    for parts, data in files:
+        path = root.joinpath(*parts)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not path.is_dir():
+                path.write_bytes(data)
+        except OSError:
+            continue  # a name the filesystem refuses, or a file where a directory should be
+    for fmt in ("json", "text", "markdown"):
+        result = invoke(root, "-f", fmt)
+        if fmt == "json":
+            _check_any(result, validate_report)
+        else:
+            assert result.exit_code in (0, 1, 2)
+        assert "\x1b" not in result.stdout and "\x1b" not in result.stderr
