@@ -17,6 +17,7 @@ A rule file is TOML with a list of ``[[rule]]`` tables. Every rule has a ``name`
 
 from __future__ import annotations
 
+import functools
 import sys
 from dataclasses import dataclass, field
 from importlib import resources
@@ -89,11 +90,19 @@ def builtin_rule_files() -> list:
     return out
 
 
-def load_rules(extra_files: list | None = None) -> RuleSet:
-    """Load the built-in rules plus user rule files (``kind`` taken from the table ``kind`` key or file name)."""
+@functools.lru_cache(maxsize=1)
+def _builtin_rules() -> RuleSet:
+    """The shipped rules, parsed and checked once per process (rules are immutable)."""
     ruleset = RuleSet()
     for kind, name, text in builtin_rule_files():
         _add_file(ruleset, kind, name, text)
+    return ruleset
+
+
+def load_rules(extra_files: list | None = None) -> RuleSet:
+    """Load the built-in rules plus user rule files (``kind`` taken from the table ``kind`` key or file name)."""
+    base = _builtin_rules()
+    ruleset = RuleSet(**{kind: list(getattr(base, kind)) for kind in RULE_KINDS}, files=list(base.files))
     for path in extra_files or []:
         p = Path(path)
         try:
