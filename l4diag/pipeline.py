@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 
 from . import baseline as baseline_mod
 from .diagnosis import DiagnoseOptions, diagnose
+from .lines import collapse_warnings, no_usable_input_message
 from .mask import MapOptions, map_stream
 from .model import Diagnosis, Partial
 from .rules import RuleSet, load_rules
-from .lines import collapse_warnings, no_usable_input_message
 from .sources import InputError, discover
 from .templates import build_templates
 

@@ -11,7 +11,6 @@ import bz2
 import dataclasses
 import errno
 import glob
-import gzip
 import io
 import lzma
 import os
@@ -499,20 +498,14 @@ def _member_nodes(names: list, spec: StreamSpec) -> dict:
     return dict(zip(usable, nodes))
 
 
-def _member_entry(spec: StreamSpec, name: str, nodes: dict, node_pattern, fileobj, budget: list,
-                  size: int | None = None) -> ArchiveMember:
+def _member_entry(spec: StreamSpec, name: str, nodes: dict, node_pattern, fileobj, budget: list) -> ArchiveMember:
     display = f"{spec.display}!{safe_member_name(name)}"
     node = _node_from_regex(node_pattern, display) or spec.node or nodes.get(name)
     lower = name.lower()
     compression = next((c for s, c in COMPRESSIONS.items() if lower.endswith(s)), None)
-    what = "archive member"
-    cap = spec.max_member_bytes
-    if compression is not None:
-        inner = wrap_decompressor(fileobj, compression)
-    else:
-        inner = fileobj
+    inner = wrap_decompressor(fileobj, compression) if compression is not None else fileobj
     # Small reads: a truncated member raises on a read that passes its end, losing that read's data.
-    capped = _Capped(inner, cap, what, budget, spec.max_total_bytes, max_read=MEMBER_READ)
+    capped = _Capped(inner, spec.max_member_bytes, "archive member", budget, spec.max_total_bytes, max_read=MEMBER_READ)
     return ArchiveMember(name, display, node, None, capped)
 
 
@@ -542,7 +535,7 @@ def _iter_zip(spec: StreamSpec, node_pattern, budget: list) -> Iterator:
                 yield _note(spec, info.filename, f"unreadable member ({_describe(exc)}); skipped", "broken_member")
                 continue
             with fh:
-                yield _member_entry(spec, info.filename, nodes, node_pattern, fh, budget, info.file_size)
+                yield _member_entry(spec, info.filename, nodes, node_pattern, fh, budget)
 
 
 def _skip_member(name: str) -> bool:
@@ -602,7 +595,7 @@ def _iter_tar(spec: StreamSpec, node_pattern, budget: list) -> Iterator:
                 fileobj = tf.extractfile(member)
                 if fileobj is None:
                     continue
-                yield _member_entry(spec, member.name, nodes, node_pattern, fileobj, budget, member.size)
+                yield _member_entry(spec, member.name, nodes, node_pattern, fileobj, budget)
     finally:
         raw.close()
 
