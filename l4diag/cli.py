@@ -62,12 +62,15 @@ class ByteSize(click.ParamType):
                    "(decompression-bomb guard; warned and counted; 0: no cap).")
 @click.option("--max-total-decompressed-bytes", type=ByteSize(), default="20G", show_default=True,
               help="Stop reading an archive past this many decompressed bytes in all (0: no cap).")
+@click.option("--follow-symlinks", is_flag=True,
+              help="Follow symlinks that lead outside an input directory (default: skipped and counted).")
 @click.option("--top", type=click.IntRange(min=1), default=20, show_default=True, help="Templates to report.")
 @click.option("--explain", is_flag=True, help="Show which scorers contributed what.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.option("--color/--no-color", default=None, help="Force colour on or off (default: on a terminal).")
 def diagnose(paths, fmt, output, fail_on, baseline, jobs, node_regex, rule_files, max_line_bytes,
-             max_decompressed_bytes, max_total_decompressed_bytes, top, explain, quiet, color) -> None:
+             max_decompressed_bytes, max_total_decompressed_bytes, follow_symlinks, top, explain, quiet,
+             color) -> None:
     """Diagnose a run: PATHS are run directories, log files, compressed files, archives, globs or - (stdin).
 
     Exit codes: 0 nothing at or above --fail-on, 1 failure diagnosed, 2 usage or input error, 130 interrupted.
@@ -77,7 +80,8 @@ def diagnose(paths, fmt, output, fail_on, baseline, jobs, node_regex, rule_files
     sys.exit(run(DiagnoseArgs(list(paths), fmt, output, fail_on, jobs, node_regex, baseline, list(rule_files),
                               max_line_bytes, top, explain, quiet, color,
                               max_decompressed_bytes=max_decompressed_bytes or None,
-                              max_total_decompressed_bytes=max_total_decompressed_bytes or None)))
+                              max_total_decompressed_bytes=max_total_decompressed_bytes or None,
+                              follow_symlinks=follow_symlinks)))
 
 
 @cli.command()

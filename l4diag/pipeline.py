@@ -24,6 +24,7 @@ class RunOptions:
     max_line_bytes: int = 1 << 20
     max_decompressed_bytes: int | None = 4 << 30  # per compressed file / archive member
     max_total_decompressed_bytes: int | None = 20 << 30  # per archive
+    follow_symlinks: bool = False  # follow symlinks that leave an input directory
     rule_files: list = field(default_factory=list)
     baseline: str | None = None
     top: int = 20
@@ -52,7 +53,8 @@ def _worker_map(args: tuple) -> Partial:
 def map_all(paths: list, options: RunOptions, rules: RuleSet) -> Partial:
     """Discover inputs and fold every stream into one merged Partial."""
     found = discover(paths, options.node_regex, max_member_bytes=options.max_decompressed_bytes,
-                     max_total_bytes=options.max_total_decompressed_bytes)
+                     max_total_bytes=options.max_total_decompressed_bytes,
+                     follow_symlinks=options.follow_symlinks)
     merged = Partial()
     merged.accounting.warnings.extend(found.warnings)
     merged.accounting.inputs_skipped.update(found.skipped_inputs)

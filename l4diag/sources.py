@@ -58,13 +58,17 @@ def discover(
     *,
     max_member_bytes: int | None = DEFAULT_MAX_MEMBER_BYTES,
     max_total_bytes: int | None = DEFAULT_MAX_TOTAL_BYTES,
+    follow_symlinks: bool = False,
 ) -> Discovery:
     """Expand the command-line paths into streams, each with a node id (or None for prefix demux).
 
     Never opens anything but directories (FIFOs, sockets and devices are skipped unopened); every
     path that cannot be used is counted in ``skipped_inputs`` by reason, with a warning.
+    Inside a directory, symlinks whose target lies outside it are not followed unless
+    ``follow_symlinks`` (a stranger's tree must not make l4diag quote ``/etc/shadow`` in a ticket);
+    paths given on the command line are always followed.
     """
-    found = _discover(paths, node_regex)
+    found = _discover(paths, node_regex, follow_symlinks)
     if max_member_bytes is not None or max_total_bytes is not None:
         found.streams = [
             dataclasses.replace(s, max_member_bytes=max_member_bytes, max_total_bytes=max_total_bytes)
@@ -73,7 +77,7 @@ def discover(
     return found
 
 
-def _discover(paths: list, node_regex: str | None) -> Discovery:
+def _discover(paths: list, node_regex: str | None, follow_symlinks: bool = False) -> Discovery:
     found = Discovery()
     node_pattern = regex.compile(node_regex) if node_regex else None
     for given in paths:
@@ -85,7 +89,7 @@ def _discover(paths: list, node_regex: str | None) -> Discovery:
             _skip(found, "missing", f"{safe_name(given)}: no such file or directory")
             continue
         for path in expanded:
-            _discover_path(found, given if len(expanded) == 1 else path, path, node_pattern)
+            _discover_path(found, given if len(expanded) == 1 else path, path, node_pattern, follow_symlinks)
     return found
 
 
@@ -111,7 +115,7 @@ def _stat_failed(found: Discovery, display: str, exc: OSError) -> None:
         _skip(found, "unreadable", f"{display}: cannot read: {exc.strerror or exc}")
 
 
-def _discover_path(found: Discovery, display: str, path: str, node_pattern) -> None:
+def _discover_path(found: Discovery, display: str, path: str, node_pattern, follow_symlinks: bool = False) -> None:
     display = safe_name(display)
     try:
         st = os.stat(path)
@@ -119,7 +123,7 @@ def _discover_path(found: Discovery, display: str, path: str, node_pattern) -> N
         _stat_failed(found, display, exc)
         return
     if stat.S_ISDIR(st.st_mode):
-        _discover_dir(found, display, path, node_pattern)
+        _discover_dir(found, display, path, node_pattern, follow_symlinks)
     elif stat.S_ISREG(st.st_mode):
         node = _node_from_regex(node_pattern, display)
         if node is None and node_pattern is None:
@@ -129,9 +133,25 @@ def _discover_path(found: Discovery, display: str, path: str, node_pattern) -> N
         _skip(found, "not_regular_file", f"{display}: not a regular file (FIFO, socket or device); skipped unopened")
 
 
-def _discover_dir(found: Discovery, display: str, root: str, node_pattern) -> None:
+def _outside(path: str, root_real: str) -> str | None:
+    """The real target of a symlink that leads outside ``root_real``, else None."""
+    if not os.path.islink(path):
+        return None
+    target = os.path.realpath(path)
+    if target == root_real or target.startswith(root_real.rstrip(os.sep) + os.sep):
+        return None
+    return target
+
+
+def _discover_dir(found: Discovery, display: str, root: str, node_pattern, follow_symlinks: bool = False) -> None:
     files = []
     seen_dirs = set()
+    root_real = os.path.realpath(root)
+
+    def skip_outside(path: str, target: str) -> None:
+        _skip(found, "symlink_outside", f"{safe_name(path)}: symlink to {safe_name(target)}, outside the input "
+                                        f"directory; not followed (--follow-symlinks to read it)")
+
     def walk_error(exc: OSError) -> None:
         where = safe_name(getattr(exc, "filename", None) or root)
         _skip(found, "unreadable", f"{where}: cannot list directory: {exc.strerror or exc}")
@@ -148,10 +168,20 @@ def _discover_dir(found: Discovery, display: str, root: str, node_pattern) -> No
             continue
         seen_dirs.add(ident)
         dirnames.sort()
+        if not follow_symlinks:
+            for name in list(dirnames):
+                target = _outside(os.path.join(dirpath, name), root_real)
+                if target is not None:
+                    dirnames.remove(name)
+                    skip_outside(os.path.join(dirpath, name), target)
         for name in sorted(filenames):
             if name.startswith(".") or name in ("truth.json", "error.json"):
                 continue
             full = os.path.join(dirpath, name)
+            target = None if follow_symlinks else _outside(full, root_real)
+            if target is not None:
+                skip_outside(full, target)
+                continue
             try:
                 fst = os.stat(full)
             except OSError as exc:

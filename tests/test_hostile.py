@@ -725,3 +725,19 @@ def test_fuzz_random_directory_trees(tmp_path_factory, validate_report, files, f
     else:
         assert result.exit_code in (0, 1, 2)
     assert "\x1b" not in result.stdout and "\x1b" not in result.stderr
+
+
+def test_symlinks_leaving_the_input_directory_are_not_followed(run, tmp_path, validate_report):
+    secret_dir = tmp_path / "secret"
+    secret_dir.mkdir()
+    (secret_dir / "shadow.log").write_text("2024-05-01 10:00:00,000 root:SECRET-HASH:19000:0:99999:7:::\n")
+    (run / "gpu-node-09.log").symlink_to(secret_dir / "shadow.log")
+    (run / "gpu-node-10").symlink_to(secret_dir, target_is_directory=True)
+    (run / "inside.log").symlink_to(run / "gpu-node-00.log")  # inside the tree: followed
+    result = invoke(run, "-f", "json")
+    report = report_of(result, validate_report)
+    assert "SECRET-HASH" not in result.stdout
+    assert report["input"]["inputs_skipped"] == {"symlink_outside": 2}
+    assert any("--follow-symlinks" in w for w in report["input"]["warnings"])
+    followed = invoke(run, "-f", "json", "--follow-symlinks")
+    assert report_of(followed, validate_report)["input"]["inputs_skipped"] == {}
