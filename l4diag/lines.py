@@ -206,11 +206,24 @@ def _split_long(complete: bytes, max_line_bytes: int) -> list:
     parts = text.split("\n")
     if parts and parts[-1] == "":
         parts.pop()
-    return [(part[:max_line_bytes], True) if len(part) > max_line_bytes else (part, False) for part in parts]
+    quarter = max_line_bytes // 4  # a line of fewer characters cannot exceed the cap in UTF-8 bytes
+    if max(map(len, parts), default=0) <= quarter:
+        return [(part, False) for part in parts]
+    return [_cap_text(part, max_line_bytes) if len(part) > quarter else (part, False) for part in parts]
+
+
+def _cap_text(part: str, max_line_bytes: int) -> tuple:
+    """Cut a decoded line to at most ``max_line_bytes`` UTF-8 bytes, on a character boundary."""
+    raw = part.encode("utf-8", "surrogatepass")
+    if len(raw) <= max_line_bytes:
+        return part, False
+    return raw[:max_line_bytes].decode("utf-8", "ignore"), True
 
 
 def _emit(data: bytes, lineno: int, stats: LineStats, truncated: bool = False) -> Iterator:
     text = data.decode("utf-8", "replace").replace("\r", " ").replace("\n", " ")
+    if truncated and text.endswith("\ufffd") and len(text) > 1:
+        text = text[:-1]  # the cut fell inside a multi-byte character
     yield from _emit_text(text, lineno, stats, truncated)
 
 

@@ -741,3 +741,8 @@ def test_symlinks_leaving_the_input_directory_are_not_followed(run, tmp_path, va
     assert any("--follow-symlinks" in w for w in report["input"]["warnings"])
     followed = invoke(run, "-f", "json", "--follow-symlinks")
     assert report_of(followed, validate_report)["input"]["inputs_skipped"] == {}
+
+
+def test_truncation_inside_a_multibyte_character_is_not_invalid_utf8():
+    lines, stats = _read(("é" * 1000 + "\n").encode(), cap=101)
+    assert lines == ["é" * 50] and stats.invalid_utf8_lines == 0 and stats.truncated_lines == 1
