@@ -624,8 +624,8 @@ def test_fuzz_random_archives(tmp_path_factory, validate_report, kind, members, 
                     info = tarfile.TarInfo(name)
                     info.size = len(data)
                     tf.addfile(info, io.BytesIO(data))
-    except (ValueError, UnicodeError, OSError):
-        return  # the writer refused the name; nothing to test
+    except (ValueError, UnicodeError, OSError, IndexError):
+        return  # the writer refused the name (zipfile fails on a name like "\x00"); nothing to test
     data = buf.getvalue()
     if cut is not None:
         data = data[: int(len(data) * cut)]
