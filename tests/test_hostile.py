@@ -746,3 +746,20 @@ def test_symlinks_leaving_the_input_directory_are_not_followed(run, tmp_path, va
 def test_truncation_inside_a_multibyte_character_is_not_invalid_utf8():
     lines, stats = _read(("é" * 1000 + "\n").encode(), cap=101)
     assert lines == ["é" * 50] and stats.invalid_utf8_lines == 0 and stats.truncated_lines == 1
+
+
+def test_unlistable_subdirectory_is_reported(tmp_path, validate_report, monkeypatch):
+    run = write_layout(tmp_path / "run", "dir-per-node")
+    blocked = run / "gpu-node-03"
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if os.fspath(path) == str(blocked):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    report = report_of(invoke(run, "-f", "json"), validate_report)
+    assert report["input"]["inputs_skipped"].get("unreadable") == 1
+    assert any("gpu-node-03" in w and "cannot list directory" in w for w in report["input"]["warnings"])
+    assert report["input"]["nodes"] == 7
