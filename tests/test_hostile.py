@@ -692,7 +692,7 @@ def test_file_of_only_nuls_reads_no_lines():
     assert lines == [] and stats.nul_bytes == 100_000 and stats.parsed == 0
 
 
-def test_utf16_long_lines_are_truncated_in_characters():
+def test_utf16_long_lines_are_truncated_at_the_cap():
     lines, stats = _read(("y" * 5000 + "\nshort\n").encode("utf-16"), cap=100)
     assert lines == ["y" * 100, "short"] and stats.truncated_lines == 1
 
