@@ -318,6 +318,7 @@ def collapse_warnings(warnings: list) -> list:
 def no_usable_input_message(acct) -> str:
     """One line saying why nothing could be used."""
     reasons = dict(acct.inputs_skipped)
+    reasons.update({f"{k} (read in part)": v for k, v in acct.streams_incomplete.items()})
     if acct.lines_read:
         reasons.update({f"lines {k}": v for k, v in acct.skipped.items()})
     why = ", ".join(f"{k}: {v}" for k, v in sorted(reasons.items())) or "no input lines"
