@@ -20,6 +20,28 @@ def cli() -> None:
     """
 
 
+class ByteSize(click.ParamType):
+    """A byte count: ``1048576``, ``512K``, ``64M``, ``20G``, ``1T`` (powers of 1024); ``0`` means no cap."""
+
+    name = "SIZE"
+    UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().upper().removesuffix("IB").removesuffix("B")
+        number, unit = text, ""
+        if text and text[-1] in self.UNITS:
+            number, unit = text[:-1], text[-1]
+        try:
+            size = int(float(number) * self.UNITS[unit])
+        except (ValueError, OverflowError):
+            self.fail(f"{value!r} is not a size (e.g. 1048576, 512K, 64M, 20G)", param, ctx)
+        if size < 0:
+            self.fail("a size cannot be negative", param, ctx)
+        return size
+
+
 @cli.command()
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--format", "-f", "fmt", type=click.Choice(FORMATS), default="text", show_default=True,
@@ -35,12 +57,20 @@ def cli() -> None:
               help="Extra rule file (TOML, named <kind>.toml); may be repeated.")
 @click.option("--max-line-bytes", type=int, default=1 << 20, show_default=True,
               help="Truncate longer lines (counted in the report).")
+@click.option("--max-decompressed-bytes", type=ByteSize(), default="4G", show_default=True,
+              help="Stop reading a compressed file or archive member past this many decompressed bytes "
+                   "(decompression-bomb guard; warned and counted; 0: no cap).")
+@click.option("--max-total-decompressed-bytes", type=ByteSize(), default="20G", show_default=True,
+              help="Stop reading an archive past this many decompressed bytes in all (0: no cap).")
+@click.option("--follow-symlinks", is_flag=True,
+              help="Follow symlinks that lead outside an input directory (default: skipped and counted).")
 @click.option("--top", type=click.IntRange(min=1), default=20, show_default=True, help="Templates to report.")
 @click.option("--explain", is_flag=True, help="Show which scorers contributed what.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.option("--color/--no-color", default=None, help="Force colour on or off (default: on a terminal).")
-def diagnose(paths, fmt, output, fail_on, baseline, jobs, node_regex, rule_files, max_line_bytes, top, explain,
-             quiet, color) -> None:
+def diagnose(paths, fmt, output, fail_on, baseline, jobs, node_regex, rule_files, max_line_bytes,
+             max_decompressed_bytes, max_total_decompressed_bytes, follow_symlinks, top, explain, quiet,
+             color) -> None:
     """Diagnose a run: PATHS are run directories, log files, compressed files, archives, globs or - (stdin).
 
     Exit codes: 0 nothing at or above --fail-on, 1 failure diagnosed, 2 usage or input error, 130 interrupted.
@@ -48,7 +78,10 @@ def diagnose(paths, fmt, output, fail_on, baseline, jobs, node_regex, rule_files
     from .commands.diagnose import DiagnoseArgs, run
 
     sys.exit(run(DiagnoseArgs(list(paths), fmt, output, fail_on, jobs, node_regex, baseline, list(rule_files),
-                              max_line_bytes, top, explain, quiet, color)))
+                              max_line_bytes, top, explain, quiet, color,
+                              max_decompressed_bytes=max_decompressed_bytes or None,
+                              max_total_decompressed_bytes=max_total_decompressed_bytes or None,
+                              follow_symlinks=follow_symlinks)))
 
 
 @cli.command()

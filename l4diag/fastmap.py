@@ -37,13 +37,11 @@ from .lines import (
     TS_RE,
     LineStats,
     TimestampParser,
-    _choose_decoder,
-    _describe,
     _emit,
     _emit_text,
-    _first_line_end,
-    _last_line_end,
     _split_long,
+    account_stream,
+    iter_line_chunks,
     detect_prefix_kind,
     split_prefix,
 )
@@ -168,24 +166,7 @@ class Folder(SlowFolder):
                 self._fold_demux_blocks(items, display, kind)
         else:
             self._fold_node_blocks(blocks, display, node)
-        self._account(stats, display)
-
-    def _account(self, stats: LineStats, display: str) -> None:
-        acct = self.partial.accounting
-        acct.lines_read += stats.read
-        acct.lines_parsed += stats.parsed
-        acct.bytes_read += stats.bytes
-        acct.skipped.update(stats.skipped)
-        for w in stats.warnings:
-            acct.warnings.append(f"{display}: {w}")
-        if stats.invalid_utf8_lines:
-            acct.warnings.append(f"{display}: {stats.invalid_utf8_lines} lines had invalid UTF-8 (replaced)")
-        if stats.truncated_lines:
-            acct.warnings.append(
-                f"{display}: {stats.truncated_lines} lines longer than {self.options.max_line_bytes} bytes truncated"
-            )
-        if stats.read == 0:
-            acct.warnings.append(f"{display}: empty")
+        account_stream(self.partial.accounting, stats, display, self.options.max_line_bytes)
 
     def _fold_node_blocks(self, items, display: str, node: str) -> None:
         fold = _NodeFold(node, display)
@@ -416,74 +397,49 @@ def iter_blocks(fh, stats: LineStats, max_line_bytes: int):
 
     Yields ``("clean", texts, first_lineno, raw_bytes)`` for a block of plain lines (all parsed)
     and ``("lines", [(lineno, text), ...])`` for anything else (line by line, as the reference).
+    The line structure, decoding and every hostile-input guard come from ``lines.iter_line_chunks``.
     """
     lineno = 0
-    encoding = None
-    pending = b""
-    discarding = False
-    while True:
-        try:
-            block = fh.read(READ_BLOCK)
-        except (OSError, EOFError, ValueError) as exc:
-            stats.warnings.append(f"stream ended early: {_describe(exc)}; kept what was read")
-            block = b""
-        stats.bytes += len(block)
-        if encoding is None and (block or pending):
-            encoding = _choose_decoder(pending + block)
-        if not block:
-            if pending and not discarding:
-                lineno += 1
-                out = list(_emit(pending, lineno, stats, encoding))
-                if out:
-                    yield ("lines", out)
-            break
-        data = pending + block if pending else block
-        cut = _last_line_end(data, encoding)
-        if cut < 0:
-            if len(data) > max_line_bytes:
-                if not discarding:
-                    lineno += 1
-                    stats.truncated_lines += 1
-                    out = list(_emit(data[:max_line_bytes], lineno, stats, encoding, truncated=True))
-                    if out:
-                        yield ("lines", out)
-                    discarding = True
-                pending = b""
-            else:
-                pending = data
-            continue
-        complete, pending = data[: cut + 1], data[cut + 1 :]
-        if discarding:
-            first_end = _first_line_end(complete, encoding)
-            complete = complete[first_end + 1 :]
-            discarding = False
-        if encoding == "utf-8" and len(complete.translate(None, SLOW_BYTES)) == len(complete) \
-                and REPLACEMENT_CHAR_UTF8 not in complete:
-            try:
-                text = complete.decode("utf-8")
-            except UnicodeDecodeError:
-                text = None
-            if text is not None:
-                parts = text.split("\n")
-                if parts and parts[-1] == "":
-                    parts.pop()
-                if parts and "" not in parts and max(map(len, parts)) <= max_line_bytes \
-                        and not any(map(str.isspace, parts)):
-                    stats.read += len(parts)
-                    stats.parsed += len(parts)
-                    yield ("clean", parts, lineno + 1, complete)
-                    lineno += len(parts)
-                    continue
-        out = []
-        for chunk in _split_long(complete, max_line_bytes, encoding):
-            for text_line, truncated in chunk:
+    for kind, data in iter_line_chunks(fh, stats, max_line_bytes):
+        if kind == "lines":
+            parts = _clean_parts(data, max_line_bytes)
+            if parts is not None:
+                stats.read += len(parts)
+                stats.parsed += len(parts)
+                yield ("clean", parts, lineno + 1, data)
+                lineno += len(parts)
+                continue
+            out = []
+            for text_line, truncated in _split_long(data, max_line_bytes):
                 lineno += 1
                 if truncated:
                     stats.truncated_lines += 1
                 out.extend(_emit_text(text_line, lineno, stats, truncated))
+        else:
+            lineno += 1
+            if kind == "long":
+                stats.truncated_lines += 1
+            out = list(_emit(data, lineno, stats, truncated=kind == "long"))
         if out:
             yield ("lines", out)
 
+
+def _clean_parts(complete: bytes, max_line_bytes: int) -> list | None:
+    """The lines of a block when every one is plain (no control bytes, valid UTF-8, not blank, short)."""
+    if len(complete.translate(None, SLOW_BYTES)) != len(complete) or REPLACEMENT_CHAR_UTF8 in complete:
+        return None
+    try:
+        text = complete.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if "\x1b" in text or CONTROL_RE.search(text):
+        return None
+    parts = text.split("\n")
+    if parts and parts[-1] == "":
+        parts.pop()
+    if not parts or "" in parts or max(map(len, parts)) * 4 > max_line_bytes or any(map(str.isspace, parts)):
+        return None
+    return parts
 
 
 # --- masking distinct skeletons in bulk ------------------------------------------------------------

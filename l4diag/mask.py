@@ -16,6 +16,7 @@ from .lines import (
     DEFAULT_MAX_LINE_BYTES,
     LineStats,
     TimestampParser,
+    account_stream,
     detect_prefix_kind,
     iter_text_lines,
     split_prefix,
@@ -96,7 +97,7 @@ class SlowFolder:
                 finally:
                     if spec.path != STDIN:
                         fh.close()
-        except (OSError, EOFError, ValueError, RuntimeError) as exc:
+        except Exception as exc:  # noqa: BLE001 - one bad input must not end the run
             acct.warnings.append(f"{spec.display}: cannot read: {type(exc).__name__}: {exc}")
             acct.inputs_skipped["unreadable"] += 1
         return self.partial
@@ -108,7 +109,8 @@ class SlowFolder:
         try:
             for member in iter_archive(spec):
                 if member.fileobj is None:
-                    self.partial.accounting.warnings.append(f"{member.display}: link member skipped")
+                    self.partial.accounting.warnings.append(f"{member.display}: {member.note}")
+                    self.partial.accounting.inputs_skipped[member.reason] += 1
                     continue
                 fh = wrap_decompressor(member.fileobj, member.compression)
                 self._fold_binary(fh, member.display, member.node)
@@ -132,20 +134,7 @@ class SlowFolder:
                 self._fold_demux(_chain(head, lines), display, kind)
         else:
             self._fold_lines(lines, display, node)
-        acct.lines_read += stats.read
-        acct.lines_parsed += stats.parsed
-        acct.bytes_read += stats.bytes
-        acct.skipped.update(stats.skipped)
-        for w in stats.warnings:
-            acct.warnings.append(f"{display}: {w}")
-        if stats.invalid_utf8_lines:
-            acct.warnings.append(f"{display}: {stats.invalid_utf8_lines} lines had invalid UTF-8 (replaced)")
-        if stats.truncated_lines:
-            acct.warnings.append(
-                f"{display}: {stats.truncated_lines} lines longer than {self.options.max_line_bytes} bytes truncated"
-            )
-        if stats.read == 0:
-            acct.warnings.append(f"{display}: empty")
+        account_stream(acct, stats, display, self.options.max_line_bytes)
 
     def _fold_lines(self, lines, display: str, node: str) -> None:
         fold = _NodeFold(node, display)

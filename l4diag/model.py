@@ -38,6 +38,16 @@ class StreamSpec:
     member: str | None = None
     compression: str | None = None
     archive: str | None = None
+    max_member_bytes: int | None = None  # cap on decompressed bytes of one stream or archive member
+    max_total_bytes: int | None = None  # cap on decompressed bytes of one archive as a whole
+
+
+class InputCap(OSError):
+    """A size cap was reached while reading a stream; ``reason`` names it for the accounting."""
+
+    def __init__(self, message: str, reason: str = "decompression_cap") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass
@@ -171,9 +181,13 @@ class Accounting:
     warnings: list = field(default_factory=list)
     streams: int = 0
     inputs_skipped: Counter = field(default_factory=Counter)  # whole inputs that could not be used, by reason
+    lines_truncated: int = 0  # parsed lines cut at --max-line-bytes (also counted in lines_parsed)
+    streams_incomplete: Counter = field(default_factory=Counter)  # streams read only in part, by reason
 
     def merge(self, other: Accounting) -> None:
         self.inputs_skipped.update(other.inputs_skipped)
+        self.lines_truncated += other.lines_truncated
+        self.streams_incomplete.update(other.streams_incomplete)
         self.lines_read += other.lines_read
         self.lines_parsed += other.lines_parsed
         self.bytes_read += other.bytes_read

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from . import baseline as baseline_mod
 from .diagnosis import DiagnoseOptions, diagnose
+from .lines import collapse_warnings, no_usable_input_message
 from .mask import MapOptions, map_stream
 from .model import Diagnosis, Partial
 from .rules import RuleSet, load_rules
@@ -34,6 +35,9 @@ class RunOptions:
     jobs: int = 0  # 0: all cores
     node_regex: str | None = None
     max_line_bytes: int = 1 << 20
+    max_decompressed_bytes: int | None = 4 << 30  # per compressed file / archive member
+    max_total_decompressed_bytes: int | None = 20 << 30  # per archive
+    follow_symlinks: bool = False  # follow symlinks that leave an input directory
     rule_files: list = field(default_factory=list)
     baseline: str | None = None
     top: int = 20
@@ -61,7 +65,9 @@ def _worker_map(args: tuple) -> Partial:
 
 def map_all(paths: list, options: RunOptions, rules: RuleSet) -> Partial:
     """Discover inputs and fold every stream into one merged Partial."""
-    found = discover(paths, options.node_regex)
+    found = discover(paths, options.node_regex, max_member_bytes=options.max_decompressed_bytes,
+                     max_total_bytes=options.max_total_decompressed_bytes,
+                     follow_symlinks=options.follow_symlinks)
     merged = Partial()
     merged.accounting.warnings.extend(found.warnings)
     merged.accounting.inputs_skipped.update(found.skipped_inputs)
@@ -87,6 +93,7 @@ def map_all(paths: list, options: RunOptions, rules: RuleSet) -> Partial:
         _progress(options, done, total)
     for part in partials:
         merged.merge(part)
+    merged.accounting.warnings = collapse_warnings(merged.accounting.warnings)
     return merged
 
 
@@ -99,8 +106,7 @@ def check_usable(partial: Partial) -> None:
     """Raise InputError when nothing at all could be read."""
     acct = partial.accounting
     if acct.lines_parsed == 0:
-        reasons = "; ".join(acct.warnings[:3]) or "no input lines"
-        raise InputError(f"no usable log lines in the input ({reasons})")
+        raise InputError(no_usable_input_message(acct))
 
 
 def run_diagnosis(paths: list, options: RunOptions) -> Diagnosis:

@@ -18,6 +18,7 @@ A rule file is TOML with a list of ``[[rule]]`` tables. Every rule has a ``name`
 
 from __future__ import annotations
 
+import functools
 import sys
 from dataclasses import dataclass, field
 from importlib import resources
@@ -91,11 +92,19 @@ def builtin_rule_files() -> list:
     return out
 
 
-def load_rules(extra_files: list | None = None) -> RuleSet:
-    """Load the built-in rules plus user rule files (``kind`` taken from the table ``kind`` key or file name)."""
+@functools.lru_cache(maxsize=1)
+def _builtin_rules() -> RuleSet:
+    """The shipped rules, parsed and checked once per process (rules are immutable)."""
     ruleset = RuleSet()
     for kind, name, text in builtin_rule_files():
         _add_file(ruleset, kind, name, text)
+    return ruleset
+
+
+def load_rules(extra_files: list | None = None) -> RuleSet:
+    """Load the built-in rules plus user rule files (``kind`` taken from the table ``kind`` key or file name)."""
+    base = _builtin_rules()
+    ruleset = RuleSet(**{kind: list(getattr(base, kind)) for kind in RULE_KINDS}, files=list(base.files))
     for path in extra_files or []:
         p = Path(path)
         try:
@@ -103,8 +112,37 @@ def load_rules(extra_files: list | None = None) -> RuleSet:
         except (OSError, UnicodeDecodeError) as exc:
             raise RulesError(f"{path}: cannot read rule file: {exc}") from exc
         kind = _kind_from_text_or_name(text, p)
+        before = len(getattr(ruleset, kind))
         _add_file(ruleset, kind, str(path), text)
+        for rule in getattr(ruleset, kind)[before:]:
+            check_speed(rule)
     return ruleset
+
+
+# Lines that make backtracking regexes blow up; user rules must stay fast on them.
+SPEED_PROBES = (
+    "a" * 20_000 + "!", "a" * 20_000, "0x" * 10_000, " " * 20_000 + "x", ":" * 20_000, "[" * 20_000, "]:" * 10_000,
+    "1" * 20_000 + "x", "1." * 10_000 + "x", "\t" * 20_000 + "Exception", "a=" * 10_000, "/a" * 10_000,
+    "Error " * 4_000, "[rank0]:" * 2_500 + "x", "a-" * 10_000 + "!", "aaaa_" * 4_000 + "!",
+)
+SPEED_BUDGET_S = 0.5
+
+
+def check_speed(rule: Rule) -> None:
+    """Reject a (user) rule whose regex takes too long on adversarial lines: it could stall a run."""
+    for probe in SPEED_PROBES:
+        try:
+            if rule.kind == "masks":
+                rule.pattern.sub(rule.replacement.replace("\\", "\\\\"), probe, timeout=SPEED_BUDGET_S)
+            else:
+                rule.pattern.search(probe, timeout=SPEED_BUDGET_S)
+        except TimeoutError as exc:
+            raise RulesError(
+                f"{rule.source_file}: rule {rule.name!r}: regex too slow (over {SPEED_BUDGET_S}s on a "
+                f"{len(probe)}-character line like {probe[:12]!r}...); it would stall on hostile logs"
+            ) from exc
+        except regex.error:
+            return
 
 
 def _kind_from_text_or_name(text: str, path: Path) -> str:

@@ -29,6 +29,9 @@ class DiagnoseArgs:
     explain: bool = False
     quiet: bool = False
     color: bool | None = None
+    max_decompressed_bytes: int | None = 4 << 30
+    max_total_decompressed_bytes: int | None = 20 << 30
+    follow_symlinks: bool = False
 
 
 def exit_code_for(verdict: str, fail_on: str) -> int:
@@ -62,6 +65,9 @@ def run(args: DiagnoseArgs) -> int:
         options = RunOptions(
             jobs=args.jobs, node_regex=args.node_regex, max_line_bytes=args.max_line_bytes,
             rule_files=list(args.rule_files), baseline=args.baseline, top=args.top,
+            max_decompressed_bytes=args.max_decompressed_bytes,
+            max_total_decompressed_bytes=args.max_total_decompressed_bytes,
+            follow_symlinks=args.follow_symlinks,
             progress=progress.update if progress else None,
         )
         try:

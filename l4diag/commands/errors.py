@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Iterator
 
@@ -33,3 +34,10 @@ def error_handler(exit_codes: list) -> Iterator:
         exit_codes.append(EXIT_INTERRUPTED)
     except BrokenPipeError:
         exit_codes.append(EXIT_OK)
+    except Exception as exc:  # noqa: BLE001 - never a traceback for the user; L4DIAG_DEBUG=1 shows it
+        if os.environ.get("L4DIAG_DEBUG"):
+            raise
+        message = f"{type(exc).__name__}: {exc}".replace("\n", " ")
+        message = "".join(ch if ch.isprintable() else "?" for ch in message)[:500]
+        print(f"l4diag: internal error: {message} (rerun with L4DIAG_DEBUG=1 for a traceback)", file=sys.stderr)
+        exit_codes.append(EXIT_USAGE)

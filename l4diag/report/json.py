@@ -14,7 +14,11 @@ SCHEMA_VERSION = 1
 def iso(t: float | None) -> str | None:
     if t is None:
         return None
-    return datetime.fromtimestamp(t, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    try:
+        moment = datetime.fromtimestamp(t, tz=timezone.utc)
+    except (ValueError, OverflowError, OSError):
+        return None
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _line(e: EvidenceLine) -> dict:
@@ -46,6 +50,8 @@ def to_dict(d: Diagnosis) -> dict:
             "warnings": list(acct.warnings),
             "baseline": d.baseline,
             "inputs_skipped": dict(sorted(acct.inputs_skipped.items())),
+            "lines_truncated": acct.lines_truncated,
+            "streams_incomplete": dict(sorted(acct.streams_incomplete.items())),
         },
         "verdict": d.verdict,
         "diagnosis": None,

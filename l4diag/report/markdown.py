@@ -9,8 +9,17 @@ from ..model import Diagnosis
 MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~>])")
 
 
+MAX_WARNINGS = 50
+
+
+def literal(s: str) -> str:
+    """Non-printable characters (controls, bidi overrides, line breaks) become ``?``."""
+    return s if s.isprintable() else "".join(ch if ch.isprintable() else "?" for ch in s)
+
+
 def escape_inline(s: str) -> str:
     """Escape text for a Markdown paragraph or table cell (including raw HTML)."""
+    s = literal(s)
     s = s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     s = MD_SPECIAL.sub(r"\\\1", s)
     return s.replace("\n", " ").replace("\r", " ")
@@ -37,7 +46,7 @@ def render(d: Diagnosis, *, explain: bool = False) -> str:
         out.append(f"- **Confidence:** {f.confidence:.2f}")
         out.append("")
         if f.evidence:
-            body = "\n".join(f"{e.file}:{e.line} [{e.node}] {e.text}" for e in f.evidence)
+            body = "\n".join(literal(f"{e.file}:{e.line} [{e.node}] {e.text}") for e in f.evidence)
             fence = fence_for(body)
             out.append("### Evidence")
             out.append("")
@@ -65,4 +74,19 @@ def render(d: Diagnosis, *, explain: bool = False) -> str:
     skipped = ", ".join(f"{k}: {v}" for k, v in sorted(a.skipped.items())) or "none"
     out.append(f"_Read {a.lines_read} lines from {a.streams} streams of {len(d.node_stats)} nodes; "
                f"parsed {a.lines_parsed}; skipped {escape_inline(skipped)}._")
+    if a.inputs_skipped or a.lines_truncated or a.streams_incomplete:
+        parts = [f"{k}: {v}" for k, v in sorted(a.inputs_skipped.items())]
+        parts += [f"read in part ({k}): {v}" for k, v in sorted(a.streams_incomplete.items())]
+        if a.lines_truncated:
+            parts.append(f"lines truncated: {a.lines_truncated}")
+        out.append("")
+        out.append(f"_Inputs not (fully) used: {escape_inline(', '.join(parts))}._")
+    if a.warnings:
+        out.append("")
+        out.append("### Warnings")
+        out.append("")
+        for w in a.warnings[:MAX_WARNINGS]:
+            out.append(f"- {escape_inline(w)}")
+        if len(a.warnings) > MAX_WARNINGS:
+            out.append(f"- … and {len(a.warnings) - MAX_WARNINGS} more (see the JSON report)")
     return "\n".join(out) + "\n"

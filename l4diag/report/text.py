@@ -116,6 +116,12 @@ def _input(console: Console, d: Diagnosis) -> None:
     console.print(Text(
         f"Read {a.lines_read} lines ({a.bytes_read} bytes) from {a.streams} streams of {len(d.node_stats)} nodes; "
         f"parsed {a.lines_parsed}; skipped: {skipped}.", style="dim"))
+    if a.inputs_skipped or a.lines_truncated or a.streams_incomplete:
+        parts = [f"{k} {v}" for k, v in sorted(a.inputs_skipped.items())]
+        parts += [f"read in part ({k}) {v}" for k, v in sorted(a.streams_incomplete.items())]
+        if a.lines_truncated:
+            parts.append(f"lines truncated {a.lines_truncated}")
+        console.print(Text(f"Inputs not (fully) used: {', '.join(parts)}.", style="dim"))
     for w in a.warnings[:20]:
         console.print(Text(f"warning: {printable(w)}", style="yellow"))
     if len(a.warnings) > 20:
