@@ -301,8 +301,19 @@ def _metric_finding(ctx: _Context, f) -> Finding:
     return Finding("divergence", f.kind, 0.85, summary, f.node, [], "train", iteration, f.time, evidence)
 
 
+FIRST_FAIL_LEAD_SECONDS = 30.0
+LAST_WORDS = 6
+TRACEBACK_FRAME_RE = re.compile(r'(?:^|\]:)\s*File "[^"]+", line \d+|Traceback \(most recent call last\)')
+
+
 def _collateral_finding(ctx: _Context, silences: dict) -> tuple:
-    """Only collateral lines: a peer hung or died silently. Name the silent node if there is one."""
+    """Only collateral lines: a peer died without a known signature, or hung. Find it by who went first."""
+    all_items = [it for items in ctx.collateral.values() for it in items]
+    first_coll = min(all_items, key=_time_order)
+    failer = _first_to_fail(ctx)
+    if failer is not None:
+        return _first_failer_finding(ctx, failer), (
+            "its launcher reported the first failure, well before any other node timed out")
     stopper = silence.first_stopper(ctx.node_stats)
     quiet = [n for n in ctx.nodes if not ctx.collateral.get(n)]
     noisy = [n for n in ctx.nodes if ctx.collateral.get(n)]
@@ -312,8 +323,6 @@ def _collateral_finding(ctx: _Context, silences: dict) -> tuple:
         node, reason = quiet[0], "the only node that printed no timeout or abort while all others did"
     else:
         node, reason = None, ""
-    all_items = [it for items in ctx.collateral.values() for it in items]
-    first_coll = min(all_items, key=_time_order)
     if node is not None:
         stats = ctx.node_stats[node]
         last = _last_occurrence(ctx, node)
@@ -335,6 +344,62 @@ def _collateral_finding(ctx: _Context, silences: dict) -> tuple:
     summary = _summary(category, rule.name, first_coll.node, stage, iteration, first_coll.occ.text)
     return Finding(category, rule.name, 0.35, summary, first_coll.node, _ranks(first_coll.occ.text), stage, iteration,
                    first_coll.occ.time, evidence), "first node to report a collective timeout; no root-cause line found"
+
+
+def _first_to_fail(ctx: _Context) -> str | None:
+    """The node whose first teardown line came clearly before every other node's (a crash, not a hang)."""
+    firsts = {}
+    for node, items in ctx.collateral.items():
+        times = [it.occ.time for it in items if it.occ.time is not None]
+        if times:
+            firsts[node] = min(times)
+    if len(firsts) < 2:
+        return None
+    order = sorted(firsts, key=lambda n: (firsts[n], n))
+    if firsts[order[1]] - firsts[order[0]] >= FIRST_FAIL_LEAD_SECONDS:
+        return order[0]
+    return None
+
+
+def _last_words(ctx: _Context, node: str, before: Occurrence) -> list:
+    """The few lines a node printed just before ``before`` (from the kept first/last occurrences)."""
+    seen = {}
+    for key, per_node in ctx.partial.keys.items():
+        stats = per_node.get(node)
+        if stats is None:
+            continue
+        for occ in (stats.first, stats.last):
+            if occ.file == before.file and before.seq - 4 * LAST_WORDS <= occ.seq < before.seq:
+                hit = ctx.key_hits.get(key)
+                if hit is None or not (hit.is_benign or hit.is_collateral):
+                    seen[occ.seq] = (key, occ)
+    return [seen[q] for q in sorted(seen)][-LAST_WORDS:]
+
+
+def _first_failer_finding(ctx: _Context, node: str) -> Finding:
+    first = min(ctx.collateral[node], key=_time_order)
+    words = _last_words(ctx, node, first.occ)
+    anchor = words[0][1] if words else first.occ
+    stage = _stage_of(ctx, node, anchor, None)
+    iteration = _iteration_at(ctx, node, anchor, stage)
+    crashed_in_python = any(TRACEBACK_FRAME_RE.search(occ.text) for _, occ in words) or any(
+        it.hit.fault_rule is not None and it.hit.fault_rule.generic for it in ctx.collateral[node])
+    first_rule = first.hit.collateral_rule or first.hit.fault_rule
+    if first_rule is not None and first_rule.category in ("hang", "network"):
+        # It timed out first: it was waiting on a collective that never completed.
+        category, subcategory = first_rule.category, first_rule.name
+    elif crashed_in_python:
+        category, subcategory = "software", "python_exception"
+    else:
+        category, subcategory = "unknown", "process_exited"
+    if category == "software" and stage in GENERIC_CATEGORY_BY_STAGE:
+        category, subcategory = GENERIC_CATEGORY_BY_STAGE[stage], f"python_exception_during_{stage}"
+    evidence = [EvidenceLine(node, occ.file, occ.line, occ.text, ctx.key_to_template.get(key), occ.iteration,
+                             occ.stage, occ.time, 0.5) for key, occ in reversed(words)]
+    evidence += [_evidence_line(it, 0.4) for it in sorted(ctx.collateral[node], key=_time_order)[:3]]
+    summary = _summary(category, subcategory, node, stage, iteration,
+                       "its process exited first; the other nodes timed out later")
+    return Finding(category, subcategory, 0.6, summary, node, [], stage, iteration, first.occ.time, evidence)
 
 
 def _last_occurrence(ctx: _Context, node: str) -> Occurrence | None:

@@ -243,3 +243,14 @@ def test_every_rule_example_passes_the_alarm_word_prefilter():
     unreachable = [r.name for r in [*rules.faults, *rules.collateral, *rules.benign]
                    if not ALARM_WORDS_RE.search(masker.key(r.example))]
     assert unreachable == []
+
+
+def test_combined_marker_prefilter_is_fast_on_adversarial_blocks():
+    """The markers are searched as one alternation over whole blocks: that must stay linear too."""
+    from l4diag.context import Markers, block_marker_pattern
+
+    pattern = block_marker_pattern(Markers.from_rules(load_rules()))
+    block = "\n".join(["\t" * 50_000 + "Exception", " " * 50_000 + "x", "1." * 50_000, "[rank0]:" * 10_000, "%|" * 20_000])
+    start = time.perf_counter()
+    list(pattern.finditer(block))
+    assert time.perf_counter() - start < 1.0
