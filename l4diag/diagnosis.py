@@ -16,7 +16,7 @@ LEXICAL_RE = re.compile(
 MIN_FAULT_WEIGHT = 0.3
 FAILURE_THRESHOLD = 0.5
 STRONG_MARGIN = 0.1
-MAX_EVIDENCE = 10
+MAX_EVIDENCE = 8
 # A bare traceback or exception says little about its cause; the stage it broke in says more.
 GENERIC_CATEGORY_BY_STAGE = {"checkpoint_load": "checkpoint_load", "checkpoint_save": "storage"}
 
@@ -331,7 +331,7 @@ def _collateral_finding(ctx: _Context, silences: dict) -> tuple:
         evidence = []
         if last is not None:
             evidence.append(EvidenceLine(node, last.file, last.line, last.text, None, last.iteration, stage, last.time, 0.6))
-        evidence += [_evidence_line(it, 0.5) for it in sorted(all_items, key=_time_order)[:4]]
+        evidence += [_evidence_line(it, 0.5) for it in sorted(all_items, key=_time_order)[:2]]
         summary = _summary("hang", "no_progress", node, stage, iteration,
                            "went silent; the other nodes timed out waiting for it")
         return Finding("hang", "no_progress", 0.6, summary, node, [], stage, iteration, last.time if last else None,
@@ -396,7 +396,7 @@ def _first_failer_finding(ctx: _Context, node: str) -> Finding:
         category, subcategory = GENERIC_CATEGORY_BY_STAGE[stage], f"python_exception_during_{stage}"
     evidence = [EvidenceLine(node, occ.file, occ.line, occ.text, ctx.key_to_template.get(key), occ.iteration,
                              occ.stage, occ.time, 0.5) for key, occ in reversed(words)]
-    evidence += [_evidence_line(it, 0.4) for it in sorted(ctx.collateral[node], key=_time_order)[:3]]
+    evidence += [_evidence_line(it, 0.4) for it in sorted(ctx.collateral[node], key=_time_order)[:1]]
     summary = _summary(category, subcategory, node, stage, iteration,
                        "its process exited first; the other nodes timed out later")
     return Finding(category, subcategory, 0.6, summary, node, [], stage, iteration, first.occ.time, evidence)
@@ -497,7 +497,10 @@ def _evidence_line(it: _Item, score: float) -> EvidenceLine:
 
 def _evidence(ctx: _Context, node: str, items: list, first: _Item) -> list:
     """The culprit's failure-indicating lines, most telling first; the first one in time always included."""
-    ranked = sorted(items, key=lambda it: (-it.weight, _time_order(it)))
+    specific = [it for it in items if not it.hit.fault_rule.generic]
+    # A bare traceback start or generic exception adds little beside a specific signature.
+    pool = specific if specific else items
+    ranked = sorted(pool, key=lambda it: (-it.weight, _time_order(it)))
     chosen = []
     seen_templates = set()
     for it in [*ranked]:
