@@ -326,8 +326,16 @@ def _collateral_finding(ctx: _Context, silences: dict) -> tuple:
     if node is not None:
         stats = ctx.node_stats[node]
         last = _last_occurrence(ctx, node)
-        stage = _stage_of(ctx, node, last, None) if last else stats.last_stage
-        iteration = _iteration_at(ctx, node, last, stage) if last else stats.last_iteration
+        # The run stopped progressing when the node went quiet; a quiet rank's own last line may be far
+        # older (Megatron ranks print nothing while training), so read the run's progress just before
+        # the first timeout instead, when that is later.
+        anchor = last
+        after = [it.occ.time for it in all_items
+                 if it.occ.time is not None and (last is None or last.time is None or it.occ.time >= last.time)]
+        if last is not None and after:
+            anchor = Occurrence(last.file, last.line, last.text, last.seq, None, last.stage, min(after))
+        stage = _stage_of(ctx, node, anchor, None) if anchor else stats.last_stage
+        iteration = _iteration_at(ctx, node, anchor, stage, own=False) if anchor else stats.last_iteration
         evidence = []
         if last is not None:
             evidence.append(EvidenceLine(node, last.file, last.line, last.text, None, last.iteration, stage, last.time, 0.6))
@@ -434,13 +442,21 @@ def _stage_of(ctx: _Context, node: str, occ: Occurrence, hint: str | None) -> st
                 latest = change
         if latest is not None:
             stage = latest[2]
-    elif not stats.has_stage_markers:
+    elif _stream_without_markers(occ) and temporal.closeness_to_end(occ, stats) > 0.5:
+        # No time and no markers in its own stream (a per-rank stderr, a quiet Megatron rank): the
+        # line came late in its stream, so take where the node, or the run, had got to.
         refs = _reference_nodes(ctx)
-        if refs and temporal.closeness_to_end(occ, stats) > 0.5:
+        if stats.has_stage_markers:
+            stage = stats.last_stage
+        elif refs:
             stage = ctx.node_stats[refs[0]].last_stage
     if hint and stage in ("init", "train") and hint != stage:
         stage = hint
     return stage
+
+
+def _stream_without_markers(occ: Occurrence) -> bool:
+    return occ.stage == "init" and occ.iteration is None
 
 
 def _latest_change(changes: list, t: float) -> tuple | None:
@@ -468,6 +484,8 @@ def _iteration_at(ctx: _Context, node: str, occ: Occurrence, stage: str | None, 
     """The last iteration logged before ``occ``: the node's own when it logs them, else aligned by time."""
     stats = ctx.node_stats[node]
     if own and stats.iteration_times and (occ.iteration is not None or occ.time is None):
+        if occ.iteration is None and _stream_without_markers(occ) and stage in ("train", "checkpoint_save"):
+            return stats.last_iteration
         return occ.iteration
     if occ.time is not None:
         best = None
