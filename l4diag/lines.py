@@ -357,7 +357,7 @@ def _looks_binary(cleaned: str, original: str) -> bool:
 
 TS_RE = re.compile(
     r"^[\[(]?(?:\w+\]:\[)?(?:[A-Za-z_]\w{0,15}\] )?(?:"  # [rank0]:[titan] 2025-...
-    r"(?P<y>\d{4})-(?P<mo>\d{2})-(?P<d>\d{2})[T _](?P<h>\d{2}):(?P<mi>\d{2}):(?P<s>\d{2})(?:[.,](?P<f>\d+))?"
+    r"(?P<y>\d{4})-(?P<mo>\d{2})-(?P<d>\d{2})[T _](?P<h>\d{2}):(?P<mi>\d{2}):(?P<s>\d{2})(?:[.,](?P<f>\d+))?(?:Z|[+-]\d{2}:?\d{2}\b)?"
     r"|[IWEF](?P<gmo>\d{2})(?P<gd>\d{2}) (?P<gh>\d{2}):(?P<gmi>\d{2}):(?P<gs>\d{2})\.(?P<gf>\d+)"
     r"|(?P<smon>Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) +(?P<sd>\d{1,2}) (?P<sh>\d{2}):(?P<smi>\d{2}):(?P<ss>\d{2})"
     r")"
