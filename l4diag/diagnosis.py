@@ -270,8 +270,9 @@ def _fault_finding(ctx: _Context, node: str, items: list) -> Finding:
     cause = min(top, key=_time_order)
     first = min((it for it in items if it.weight >= MIN_FAULT_WEIGHT + 0.2), key=_time_order, default=cause)
     rule = cause.hit.fault_rule
-    stage = _stage_of(ctx, node, first.occ, rule.stage_hint)
-    iteration = _iteration_at(ctx, node, first.occ, stage)
+    anchor = _exact_anchor(ctx, node, first.occ)
+    stage = _stage_of(ctx, node, anchor, rule.stage_hint)
+    iteration = _iteration_at(ctx, node, anchor, stage)
     evidence = _evidence(ctx, node, items, first)
     confidence = _confidence(ctx, node, best.weight)
     category, subcategory = rule.category, rule.subcategory
@@ -280,6 +281,18 @@ def _fault_finding(ctx: _Context, node: str, items: list) -> Finding:
     summary = _summary(category, subcategory or rule.name, node, stage, iteration, cause.occ.text)
     return Finding(category, subcategory, confidence, summary, node, _ranks(cause.occ.text), stage,
                    iteration, first.occ.time, evidence)
+
+
+def _exact_anchor(ctx: _Context, node: str, occ: Occurrence) -> Occurrence:
+    """``occ``, or when its time was only carried from an earlier line, the same line placed at the time
+    of the node's next timestamped failure line (untimed crash output comes just before it)."""
+    if occ.time is None or occ.time_exact:
+        return occ
+    later = [it.occ.time for it in [*ctx.items.get(node, []), *ctx.collateral.get(node, [])]
+             if it.occ.time is not None and it.occ.time_exact and it.occ.time >= occ.time]
+    if not later:
+        return occ
+    return Occurrence(occ.file, occ.line, occ.text, occ.seq, occ.iteration, occ.stage, min(later))
 
 
 def _time_order(it: _Item) -> tuple:

@@ -243,6 +243,7 @@ class Folder(SlowFolder):
         arr = pa.array(texts, pa.string()) if pa is not None and n >= 64 else None
         times = self.times.compute(texts, fold.ts, batch.block)
         stats = fold.stats
+        exact = ~np.isnan(times)
         _carry_times(times, fold, base_seq)
         valid = ~np.isnan(times)
         if valid.any():
@@ -290,7 +291,8 @@ class Folder(SlowFolder):
         def occ(i: int) -> Occurrence:
             state = change_state[bisect_right(change_at, i) - 1]
             t = times[i]
-            return Occurrence(display, linenos[i], texts[i], base_seq + i + 1, state[0], state[1], None if t != t else float(t))
+            return Occurrence(display, linenos[i], texts[i], base_seq + i + 1, state[0], state[1],
+                              None if t != t else float(t), bool(exact[i]) or t != t)
 
         key_cache = self.key_cache
         segs = []

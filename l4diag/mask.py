@@ -163,7 +163,8 @@ class SlowFolder:
         # A line without its own timestamp (NCCL, tracebacks) happened just after the last one that had
         # one -- when that one is close; far from any timestamp, the time is unknown.
         time = fold.ts.parse(text)
-        if time is not None:
+        exact = time is not None
+        if exact:
             fold.timed_seq = fold.seq
         elif fold.seq - fold.timed_seq <= CARRY_TIME_LINES:
             time = fold.stats.last_time
@@ -180,7 +181,7 @@ class SlowFolder:
         per_node = self.partial.keys.get(key)
         if per_node is None:
             per_node = self.partial.keys[key] = {}
-        occ = Occurrence(display, lineno, text, fold.seq, ctx.iteration, ctx.stage, time)
+        occ = Occurrence(display, lineno, text, fold.seq, ctx.iteration, ctx.stage, time, exact or time is None)
         ks = per_node.get(fold.node)
         if ks is None:
             per_node[fold.node] = KeyNodeStats(1, occ, occ, Counter({ctx.stage: 1}))

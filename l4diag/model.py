@@ -61,6 +61,7 @@ class Occurrence:
     iteration: int | None
     stage: str
     time: float | None
+    time_exact: bool = True  # False: the line had no timestamp and took the one just before it
 
 
 @dataclass

@@ -117,4 +117,6 @@ def test_evidence_starts_with_the_most_telling_line_and_cites_file_and_line(tmp_
     top = d["evidence"][0]
     assert "No space left on device" in top["text"]
     assert top["file"].endswith("n2.log") and top["line"] == len(nodes["n2"])
-    assert any("Traceback" in e["text"] for e in d["evidence"])
+    # beside a specific signature, the bare traceback start adds nothing
+    assert all("Traceback" not in e["text"] for e in d["evidence"])
+    assert {e["node"] for e in d["evidence"]} == {"n2"}
