@@ -11,6 +11,7 @@ import bz2
 import gzip
 import io
 import json
+import re
 import lzma
 import os
 import socket
@@ -487,7 +488,9 @@ def test_markdown_report_is_literal(hostile_run):
             assert line.count("|") - line.count("\\|") == 6  # pipes in log text escaped: 5 cells
     if fence_lines:
         fence = lines[fence_lines[0]].rstrip("text")
-        assert len(fence) > 3  # longer than the ``` inside the log line
+        body = "\n".join(lines[fence_lines[0] + 1 : fence_lines[1]])
+        longest = max((len(m) for m in re.findall(r"`+", body)), default=0)
+        assert len(fence) > max(longest, 2)  # longer than any backtick run inside the log text
         assert lines[fence_lines[1]] == fence
 
 
