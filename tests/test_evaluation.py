@@ -155,3 +155,26 @@ def test_eval_without_api_is_an_error_row(tiny_runs: Path, monkeypatch: pytest.M
     rows = evaluate(tiny_runs, method="l4diag")
     assert all(r["error"].startswith("RuntimeError") for r in rows)
     assert aggregate(rows)["errors"] == 3
+
+
+@pytest.fixture(scope="module")
+def small_suite(tmp_path_factory) -> Path:
+    from l4diag.synth.suite import write_suite
+
+    out = tmp_path_factory.mktemp("suite")
+    write_suite(out, size="small")
+    return out
+
+
+def test_l4diag_meets_floors_on_the_small_suite_and_beats_grep(small_suite: Path) -> None:
+    """Floors below the measured full-suite numbers: a regression in any stage of the pipeline trips one."""
+    ours = aggregate(evaluate(small_suite, method="l4diag"))
+    grep = aggregate(evaluate(small_suite, method="grep"))
+    assert ours["errors"] == 0
+    assert ours["false_alarm_rate"] == 0.0
+    assert ours["node_top1"] >= 0.9
+    assert ours["category_accuracy"] >= 0.9
+    assert ours["stage_accuracy"] >= 0.75
+    assert ours["iteration_accuracy"] >= 0.75
+    assert ours["evidence_hit5"] >= 0.85
+    assert ours["node_top1"] > grep["node_top1"] and ours["category_accuracy"] > grep["category_accuracy"]
