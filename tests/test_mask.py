@@ -138,3 +138,11 @@ def test_timestamp_cache_does_not_alias_behind_a_prefix():
     c = p.parse("[rank0]:[E0501 10:07:00.5 pg.cpp:1] y")
     d = p.parse("[rank0]:[E0501 11:07:00.5 pg.cpp:1] y")
     assert b - a == 300 and d - c == 3600
+
+
+def test_builtin_markers_run_in_re2():
+    """The block scan for markers needs RE2 (Arrow); a marker RE2 cannot take falls back to a far slower path."""
+    from l4diag.context import Markers, marker_re2
+    from l4diag.rules import load_rules
+
+    assert marker_re2(Markers.from_rules(load_rules())) is not None
