@@ -54,23 +54,28 @@ def _non_finite(node: str, points: list) -> list:
 
 
 def _spikes(node: str, points: list, name: str, mads: float) -> list:
+    """Spikes against a rolling median; recovered ones are reported and scanning goes on past them."""
     values = [(p, getattr(p, name)) for p in points if getattr(p, name) is not None and math.isfinite(getattr(p, name))]
-    for i in range(MIN_HISTORY, len(values)):
+    out = []
+    i = MIN_HISTORY
+    while i < len(values):
         window = [v for _, v in values[max(0, i - WINDOW):i]]
-        if len(window) < MIN_HISTORY:
-            continue
         med = statistics.median(window)
         mad = statistics.median(abs(v - med) for v in window) or abs(med) * 0.01 or 1e-6
         p, v = values[i]
-        if v > med + mads * mad and v > med * SPIKE_MIN_RATIO:
-            after = [x for _, x in values[i + 1:i + 1 + RECOVERY_POINTS * 3]]
-            recovered = len(after) >= RECOVERY_POINTS and all(x < med + (v - med) * 0.3 for x in after[-RECOVERY_POINTS:])
-            detail = f"{name.replace('_', ' ')} jumped from {med:.3g} to {v:.3g}{_at(p)}"
-            if recovered:
-                detail += " and recovered"
-            return [MetricFinding(f"{name}_divergence" if not recovered else f"{name}_spike_recovered",
-                                  node, p.iteration, p.time, p.seq, detail, not recovered)]
-    return []
+        if not (v > med + mads * mad and v > med * SPIKE_MIN_RATIO):
+            i += 1
+            continue
+        after = [x for _, x in values[i + 1:i + 1 + RECOVERY_POINTS * 3]]
+        recovered = len(after) >= RECOVERY_POINTS and all(x < med + (v - med) * 0.3 for x in after[-RECOVERY_POINTS:])
+        detail = f"{name.replace('_', ' ')} jumped from {med:.3g} to {v:.3g}{_at(p)}"
+        if not recovered:
+            out.append(MetricFinding(f"{name}_divergence", node, p.iteration, p.time, p.seq, detail, True))
+            return out
+        out.append(MetricFinding(f"{name}_spike_recovered", node, p.iteration, p.time, p.seq,
+                                 detail + " and recovered", False))
+        i += 1 + len(after)  # past the spike and its recovery: they are not history to compare with
+    return out
 
 
 def _grad_blowup(node: str, points: list) -> list:
