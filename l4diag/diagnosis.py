@@ -314,7 +314,7 @@ def _metric_finding(ctx: _Context, f) -> Finding:
     return Finding("divergence", f.kind, 0.85, summary, f.node, [], "train", iteration, f.time, evidence)
 
 
-FIRST_FAIL_LEAD_SECONDS = 30.0
+FIRST_FAIL_LEAD_SECONDS = 2.0
 LAST_WORDS = 6
 TRACEBACK_FRAME_RE = re.compile(r'(?:^|\]:)\s*File "[^"]+", line \d+|Traceback \(most recent call last\)')
 
@@ -371,7 +371,9 @@ def _first_to_fail(ctx: _Context) -> str | None:
     """The node whose first teardown line came clearly before every other node's (a crash, not a hang)."""
     firsts = {}
     for node, items in ctx.collateral.items():
-        times = [it.occ.time for it in items if it.occ.time is not None]
+        # Only the node's own teardown counts (its process exited, the launcher killed it): a watchdog
+        # timeout means the node was still alive, waiting for someone else.
+        times = [it.occ.time for it in items if it.occ.time is not None and not _is_waiting(it)]
         if times:
             firsts[node] = min(times)
     if len(firsts) < 2:
@@ -380,6 +382,11 @@ def _first_to_fail(ctx: _Context) -> str | None:
     if firsts[order[1]] - firsts[order[0]] >= FIRST_FAIL_LEAD_SECONDS:
         return order[0]
     return None
+
+
+def _is_waiting(it: _Item) -> bool:
+    rule = it.hit.collateral_rule
+    return rule is not None and rule.category in ("hang", "network")
 
 
 def _last_words(ctx: _Context, node: str, before: Occurrence) -> list:
