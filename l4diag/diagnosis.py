@@ -467,12 +467,21 @@ def _stage_of(ctx: _Context, node: str, occ: Occurrence, hint: str | None) -> st
         # line came late in its stream, so take where the node, or the run, had got to.
         refs = _reference_nodes(ctx)
         if stats.has_stage_markers:
-            stage = stats.last_stage
+            stage = _progress_stage(stats)
         elif refs:
-            stage = ctx.node_stats[refs[0]].last_stage
+            stage = _progress_stage(ctx.node_stats[refs[0]])
     if hint and stage in ("init", "train") and hint != stage:
         stage = hint
     return stage
+
+
+def _progress_stage(stats) -> str:
+    """The stage a node's markers last moved it to, over all its streams (a launcher log that ends
+    last but has no markers does not take the node back to init)."""
+    timed = [c for c in stats.stage_changes if c[0] is not None]
+    if timed:
+        return max(timed, key=lambda c: (c[0], c[1]))[2]
+    return stats.stage_changes[-1][2] if stats.stage_changes else stats.last_stage
 
 
 def _stream_without_markers(occ: Occurrence) -> bool:
