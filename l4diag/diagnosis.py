@@ -519,8 +519,15 @@ def _iteration_at(ctx: _Context, node: str, occ: Occurrence, stage: str | None, 
     if occ.time is not None:
         best = None
         for other in ctx.node_stats.values():
+            last_timed = None
             for it, when in other.iteration_times:
-                if when is not None and when <= occ.time and (best is None or it > best):
+                if when is not None:
+                    last_timed = when
+                # An untimed iteration line after a timed one before the failure may also precede it
+                # (progress bars carry no time): count it rather than stop at the last timed one.
+                known_before = when is not None and when <= occ.time
+                maybe_before = when is None and last_timed is not None and last_timed <= occ.time
+                if (known_before or maybe_before) and (best is None or it > best):
                     best = it
         if best is not None:
             return best
