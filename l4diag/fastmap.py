@@ -33,7 +33,6 @@ import numpy as np
 from .context import block_marker_pattern, candidate_lines, marker_re2
 from .lines import (
     CONTROL_RE,
-    READ_BLOCK,
     TS_RE,
     LineStats,
     TimestampParser,
@@ -46,7 +45,7 @@ from .lines import (
     split_prefix,
 )
 from .context import Markers
-from .mask import CARRY_TIME_LINES, MAX_KEY_CHARS, SNIFF_LINES, Masker, SlowFolder, _NodeFold
+from .mask import CARRY_TIME_LINES, MAX_KEY_CHARS, SNIFF_LINES, Masker, SlowFolder, _chain, _NodeFold
 from .model import KeyNodeStats, Occurrence, Partial
 from .sources import strip_suffixes
 
@@ -384,11 +383,6 @@ def _has_digit_x(raw: bytes) -> bool:
         return False
     before = buf[pos]
     return bool(((before >= ord("1")) & (before <= ord("9"))).any())
-
-
-def _chain(head: list, rest):
-    yield from head
-    yield from rest
 
 
 # --- reading blocks ------------------------------------------------------------------------------

@@ -339,15 +339,6 @@ def no_usable_input_message(acct) -> str:
     return "".join(ch if ch.isprintable() else "?" for ch in text)[:1000]
 
 
-def clean_text(text: str) -> str:
-    """Remove ANSI escapes and control characters (tabs kept)."""
-    if "\x1b" in text:
-        text = ANSI_RE.sub("", text)
-    if CONTROL_RE.search(text):
-        text = CONTROL_RE.sub("", text)
-    return text
-
-
 def _looks_binary(cleaned: str, original: str) -> bool:
     removed = len(original) - len(cleaned)
     return removed > 8 and removed > BINARY_THRESHOLD * len(original)

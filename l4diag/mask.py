@@ -23,7 +23,7 @@ from .lines import (
 )
 from .model import KeyNodeStats, NodeStats, Occurrence, Partial, StreamSpec
 from .rules import RuleSet
-from .sources import STDIN, iter_archive, open_stream, read_head, strip_suffixes, wrap_decompressor
+from .sources import STDIN, iter_archive, open_stream, strip_suffixes, wrap_decompressor
 
 WHITESPACE_RE = re.compile(r"\s+")
 MAX_KEY_CHARS = 2000
@@ -241,4 +241,4 @@ def map_stream(spec: StreamSpec, rules: RuleSet, options: MapOptions, slow: bool
     return Folder(rules, options).fold_spec(spec)
 
 
-__all__ = ["Folder", "MapOptions", "Masker", "SlowFolder", "map_stream", "read_head"]
+__all__ = ["MapOptions", "Masker", "SlowFolder", "map_stream"]

@@ -632,31 +632,3 @@ def _iter_tar(spec: StreamSpec, node_pattern, budget: list) -> Iterator:
                 yield _member_entry(spec, member.name, nodes, node_pattern, fileobj, budget)
     finally:
         raw.close()
-
-
-def read_head(fh: BinaryIO, size: int = 65536) -> tuple:
-    """Peek at the start of a stream; return (head bytes, stream positioned at the start)."""
-    head = fh.read(size)
-    return head, io.BufferedReader(_Prepend(head, fh)) if head else fh
-
-
-class _Prepend(io.RawIOBase):
-    """A raw stream that first yields ``head`` and then the rest of ``tail``."""
-
-    def __init__(self, head: bytes, tail: BinaryIO) -> None:
-        self._head = memoryview(head)
-        self._tail = tail
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        if self._head:
-            n = min(len(buffer), len(self._head))
-            buffer[:n] = self._head[:n]
-            self._head = self._head[n:]
-            return n
-        data = self._tail.read(len(buffer))
-        n = len(data)
-        buffer[:n] = data
-        return n

@@ -94,7 +94,6 @@ def _hostile(rng: random.Random, n: int, dirty: bool) -> bytes:
 @pytest.mark.parametrize("seed,dirty", [(1, False), (2, False), (3, True)])
 def test_fast_equals_reference_on_hostile_lines(tmp_path, monkeypatch, seed, dirty):
     # small blocks: many block boundaries, year and context carried across them
-    monkeypatch.setattr(fastmap, "READ_BLOCK", 8192)
     monkeypatch.setattr(lines_mod, "READ_BLOCK", 8192)
     path = tmp_path / "gpu-node-01.log"
     path.write_bytes(_hostile(random.Random(seed), 3000, dirty))

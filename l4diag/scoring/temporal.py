@@ -19,11 +19,3 @@ def template_lateness(template: Template, node_stats: dict) -> float:
         if stats is not None:
             best = max(best, closeness_to_end(occ, stats))
     return best
-
-
-def appeared_during_training(template: Template) -> float:
-    """1.0 when the template first appeared after training iterations had started on every node printing it."""
-    if not template.first:
-        return 0.0
-    late = sum(1 for occ in template.first.values() if occ.iteration is not None)
-    return late / len(template.first)
