@@ -42,12 +42,10 @@ from .lines import (
     account_stream,
     iter_line_chunks,
     detect_prefix_kind,
-    split_prefix,
 )
 from .context import Markers
-from .mask import CARRY_TIME_LINES, MAX_KEY_CHARS, SNIFF_LINES, Masker, SlowFolder, _chain, _NodeFold
+from .mask import CARRY_TIME_LINES, MAX_KEY_CHARS, SNIFF_LINES, Demuxer, Masker, SlowFolder, _chain, _NodeFold, stream_name
 from .model import KeyNodeStats, Occurrence, Partial
-from .sources import strip_suffixes
 
 try:  # pragma: no cover - pyarrow is a dependency, but keep a pure-Python way
     import pyarrow as pa
@@ -160,7 +158,7 @@ class Folder(SlowFolder):
             kind = detect_prefix_kind(sample[:SNIFF_LINES])
             items = _chain(head, blocks)
             if kind is None:
-                self._fold_node_blocks(items, display, strip_suffixes(display.rsplit("/", 1)[-1]) or "stdin")
+                self._fold_node_blocks(items, display, stream_name(display))
             else:
                 self._fold_demux_blocks(items, display, kind)
         else:
@@ -198,16 +196,12 @@ class Folder(SlowFolder):
 
     def _fold_demux_blocks(self, items, display: str, kind: str) -> None:
         folds: dict = {}
-        fallback = strip_suffixes(display.rsplit("/", 1)[-1]) or "stdin"
-        last = None
+        demux = Demuxer(kind, display)
         for item in items:
             pairs = zip(range(item[2], item[2] + len(item[1])), item[1]) if item[0] == "clean" else item[1]
             per_node: dict = {}
             for lineno, text in pairs:
-                _, node, rest = split_prefix(text, kind)
-                if node is None:
-                    node, rest = (last or fallback), text
-                last = node
+                node, rest = demux.split(text)
                 entry = per_node.get(node)
                 if entry is None:
                     entry = per_node[node] = ([], [])

@@ -129,7 +129,7 @@ class SlowFolder:
             head, lines = _peek(lines, SNIFF_LINES)
             kind = detect_prefix_kind([t for _, t in head])
             if kind is None:
-                self._fold_lines(_chain(head, lines), display, strip_suffixes(display.rsplit("/", 1)[-1]) or "stdin")
+                self._fold_lines(_chain(head, lines), display, stream_name(display))
             else:
                 self._fold_demux(_chain(head, lines), display, kind)
         else:
@@ -144,13 +144,9 @@ class SlowFolder:
 
     def _fold_demux(self, lines, display: str, kind: str) -> None:
         folds: dict = {}
-        fallback = strip_suffixes(display.rsplit("/", 1)[-1]) or "stdin"
-        last = None
+        demux = Demuxer(kind, display)
         for lineno, text in lines:
-            _, node, rest = split_prefix(text, kind)
-            if node is None:
-                node, rest = (last or fallback), text
-            last = node
+            node, rest = demux.split(text)
             fold = folds.get(node)
             if fold is None:
                 fold = folds[node] = _NodeFold(node, display)
@@ -208,6 +204,28 @@ class SlowFolder:
             self.partial.nodes[fold.node] = stats
         else:
             existing.merge(stats)
+
+
+def stream_name(display: str) -> str:
+    """The node id of a stream that names no nodes itself: its file name without extensions."""
+    return strip_suffixes(display.rsplit("/", 1)[-1]) or "stdin"
+
+
+class Demuxer:
+    """Names the node of each line of a combined file: its prefix, else the node of the line before."""
+
+    def __init__(self, kind: str, display: str) -> None:
+        self.kind = kind
+        self.fallback = stream_name(display)
+        self.last: str | None = None
+
+    def split(self, text: str) -> tuple:
+        """``(node, text without the prefix)``."""
+        _, node, rest = split_prefix(text, self.kind)
+        if node is None:
+            node, rest = (self.last or self.fallback), text
+        self.last = node
+        return node, rest
 
 
 def _peek(iterator, n: int) -> tuple:
