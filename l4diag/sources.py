@@ -334,7 +334,27 @@ def wrap_decompressor(raw: BinaryIO, compression: str | None, cap: int | None = 
 MEMBER_READ = 1 << 16
 
 
-class _Decompress(io.RawIOBase):
+class _RawReader(io.RawIOBase):
+    """A readable raw stream over ``self._source``, with ``readinto`` and ``close`` in terms of ``read``."""
+
+    _source: BinaryIO
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        try:
+            self._source.close()
+        finally:
+            super().close()
+
+
+class _Decompress(_RawReader):
     """Streaming gzip/bz2/xz decompression that hands out every byte it could decode.
 
     Unlike ``gzip.GzipFile`` and friends, a truncated or corrupt stream first yields all the data
@@ -345,7 +365,7 @@ class _Decompress(io.RawIOBase):
     CHUNK = 1 << 16
 
     def __init__(self, raw: BinaryIO, kind: str) -> None:
-        self._raw = raw
+        self._source = raw
         self._kind = kind
         self._dec = self._make()
         self._buf = b""
@@ -357,9 +377,6 @@ class _Decompress(io.RawIOBase):
             return bz2.BZ2Decompressor()
         return lzma.LZMADecompressor()
 
-    def readable(self) -> bool:
-        return True
-
     def read(self, n: int = -1) -> bytes:
         if n is None or n < 0:
             n = 1 << 22
@@ -369,7 +386,7 @@ class _Decompress(io.RawIOBase):
             if self._dec.eof:
                 rest = self._dec.unused_data + self._buf
                 if not rest:
-                    rest = self._raw.read(self.CHUNK)
+                    rest = self._source.read(self.CHUNK)
                 if not rest.strip(b"\x00"):
                     return b""  # clean end (NUL padding after the last member tolerated)
                 self._dec = self._make()
@@ -387,31 +404,21 @@ class _Decompress(io.RawIOBase):
             if self._dec.eof:
                 continue
             if need_input:
-                chunk = self._raw.read(self.CHUNK)
+                chunk = self._source.read(self.CHUNK)
                 if not chunk:
                     raise EOFError(f"{self._kind} stream ended before its end marker (truncated)")
                 self._buf = self._buf + chunk if self._kind == "gzip" else chunk
 
     read1 = read
 
-    def readinto(self, buffer) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-    def close(self) -> None:
-        try:
-            self._raw.close()
-        finally:
-            super().close()
 
 
-class _Capped(io.RawIOBase):
+class _Capped(_RawReader):
     """Pass reads through until ``cap`` bytes, then raise ``InputCap`` (a decompression-bomb guard)."""
 
     def __init__(self, inner: BinaryIO, cap: int, what: str = "stream", budget: list | None = None,
                  total_cap: int | None = None, reason: str = "decompression_cap", max_read: int = 1 << 22) -> None:
-        self._inner = inner
+        self._source = inner
         self._max_read = max_read
         self._cap = cap
         self._what = what
@@ -419,9 +426,6 @@ class _Capped(io.RawIOBase):
         self._total_cap = total_cap
         self._reason = reason
         self.count = 0
-
-    def readable(self) -> bool:
-        return True
 
     def _check(self) -> None:
         if self._cap is not None and self.count >= self._cap:  # noqa: SIM102
@@ -440,46 +444,27 @@ class _Capped(io.RawIOBase):
         return max(room, 0)
 
     def read(self, n: int = -1) -> bytes:
-        if n is None or n < 0:
-            n = 1 << 22
-        room = self._room(n)
-        if room == 0 and n > 0:
-            probe = self._inner.read(1)
-            if not probe:
-                return b""
-            self._check()
-        data = self._inner.read(room)
-        self.count += len(data)
-        if self._budget is not None:
-            self._budget[0] += len(data)
-        return data
+        return self._pull(n, self._source.read)
 
     def read1(self, n: int = -1) -> bytes:
+        return self._pull(n, getattr(self._source, "read1", None) or self._source.read)
+
+    def _pull(self, n: int, reader) -> bytes:
+        """Read at most what the caps leave room for; raise ``InputCap`` when a cap stops real data."""
         if n is None or n < 0:
             n = 1 << 22
         room = self._room(n)
         if room == 0 and n > 0:
-            probe = self._inner.read(1)
+            probe = self._source.read(1)
             if not probe:
                 return b""
             self._check()
-        reader = getattr(self._inner, "read1", None) or self._inner.read
         data = reader(room)
         self.count += len(data)
         if self._budget is not None:
             self._budget[0] += len(data)
         return data
 
-    def readinto(self, buffer) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-    def close(self) -> None:
-        try:
-            self._inner.close()
-        finally:
-            super().close()
 
 
 @dataclass
