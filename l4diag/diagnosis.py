@@ -214,7 +214,7 @@ def locate(ctx: _Context, metric_findings: list, silences: dict) -> tuple:
     """Find the culprit node and what, where and when it failed. Returns (Finding | None, reason)."""
     fault_nodes = {n: items for n, items in ctx.items.items() if items}
     if fault_nodes and all(_generic_only(items) for items in fault_nodes.values()) and len(fault_nodes) > 1:
-        stopper = silence.first_stopper(ctx.node_stats)
+        stopper = silence.first_stopper(silences)
         if stopper is not None and stopper not in fault_nodes and any(ctx.collateral.values()):
             return _collateral_finding(ctx, silences)
     if fault_nodes:
@@ -327,7 +327,7 @@ def _collateral_finding(ctx: _Context, silences: dict) -> tuple:
     if failer is not None:
         return _first_failer_finding(ctx, failer), (
             "its launcher reported the first failure, well before any other node timed out")
-    stopper = silence.first_stopper(ctx.node_stats)
+    stopper = silence.first_stopper(silences)
     quiet = [n for n in ctx.nodes if not ctx.collateral.get(n)]
     noisy = [n for n in ctx.nodes if ctx.collateral.get(n)]
     if stopper is not None:

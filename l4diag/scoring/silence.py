@@ -32,9 +32,8 @@ def silence_scores(node_stats: dict) -> dict:
     return out
 
 
-def first_stopper(node_stats: dict) -> str | None:
-    """The node whose last line came first, when it is clearly ahead of the rest."""
-    scores = silence_scores(node_stats)
+def first_stopper(scores: dict) -> str | None:
+    """The node whose last line came first, when it is clearly ahead of the rest (``scores`` from ``silence_scores``)."""
     ranked = sorted(scores.items(), key=lambda kv: -kv[1])
     if not ranked or ranked[0][1] <= 0:
         return None
