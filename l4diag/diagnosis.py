@@ -21,6 +21,13 @@ MAX_EVIDENCE = 8
 GENERIC_CATEGORY_BY_STAGE = {"checkpoint_load": "checkpoint_load", "checkpoint_save": "storage"}
 
 
+def _by_stage(category: str, subcategory: str, stage: str | None) -> tuple:
+    """A generic failure's category refined by the stage it broke in (see GENERIC_CATEGORY_BY_STAGE)."""
+    if stage in GENERIC_CATEGORY_BY_STAGE:
+        return GENERIC_CATEGORY_BY_STAGE[stage], f"{subcategory}_during_{stage}"
+    return category, subcategory
+
+
 @dataclass
 class DiagnoseOptions:
     top: int = 20
@@ -276,8 +283,8 @@ def _fault_finding(ctx: _Context, node: str, items: list) -> Finding:
     evidence = _evidence(ctx, node, items, first)
     confidence = _confidence(ctx, node, best.weight)
     category, subcategory = rule.category, rule.subcategory
-    if rule.generic and stage in GENERIC_CATEGORY_BY_STAGE:
-        category, subcategory = GENERIC_CATEGORY_BY_STAGE[stage], f"{subcategory or rule.name}_during_{stage}"
+    if rule.generic:
+        category, subcategory = _by_stage(category, subcategory or rule.name, stage)
     summary = _summary(category, subcategory or rule.name, node, stage, iteration, cause.occ.text)
     return Finding(category, subcategory, confidence, summary, node, _ranks(cause.occ.text), stage,
                    iteration, first.occ.time, evidence)
@@ -420,8 +427,8 @@ def _first_failer_finding(ctx: _Context, node: str) -> Finding:
         category, subcategory = "software", "python_exception"
     else:
         category, subcategory = "unknown", "process_exited"
-    if category == "software" and stage in GENERIC_CATEGORY_BY_STAGE:
-        category, subcategory = GENERIC_CATEGORY_BY_STAGE[stage], f"python_exception_during_{stage}"
+    if category == "software":
+        category, subcategory = _by_stage(category, subcategory, stage)
     evidence = [EvidenceLine(node, occ.file, occ.line, occ.text, ctx.key_to_template.get(key), occ.iteration,
                              occ.stage, occ.time, 0.5) for key, occ in reversed(words)]
     evidence += [_evidence_line(it, 0.4) for it in sorted(ctx.collateral[node], key=_time_order)[:1]]
