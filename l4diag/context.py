@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .model import MetricPoint
+from .model import IterationMark, MetricPoint, StageChange
 from .rules import RuleSet
 
 
@@ -112,10 +112,10 @@ class Context:
 
     iteration: int | None = None
     stage: str = "init"
-    iterations_seen: list = field(default_factory=list)  # [(iteration, time)]
+    iterations_seen: list = field(default_factory=list)  # [IterationMark]
     metrics: list = field(default_factory=list)  # [MetricPoint]
     log_interval: int | None = None
-    stage_changes: list = field(default_factory=list)  # [(time, seq, stage, iteration)]
+    stage_changes: list = field(default_factory=list)  # [StageChange]
     has_stage_markers: bool = False
 
     def observe(self, text: str, time: float | None, seq: int, markers: Markers, where: tuple = ("", 0)) -> None:
@@ -127,13 +127,13 @@ class Context:
             for rule in markers.stage_rules:
                 if rule.search(text):
                     self.has_stage_markers = True
-                    self._enter(rule.category, time, seq)
+                    self._enter(rule.category, time, seq, where[0])
                     return
 
-    def _enter(self, stage: str, time: float | None, seq: int) -> None:
+    def _enter(self, stage: str, time: float | None, seq: int, file: str) -> None:
         if stage != self.stage:
             self.stage = stage
-            self.stage_changes.append((time, seq, stage, self.iteration))
+            self.stage_changes.append(StageChange(time, seq, stage, self.iteration, file))
 
     def _observe_iteration(self, text: str, time: float | None, seq: int, markers: Markers, where: tuple) -> bool:
         for rule in markers.iteration_rules:
@@ -142,7 +142,7 @@ class Context:
                 continue
             iteration = _as_int(m.group("iter"))
             if iteration is None:
-                self._enter("train", time, seq)
+                self._enter("train", time, seq, where[0])
                 point = read_metrics(text, self.iteration, time, seq, markers.metric_rules)
                 point.file, point.line, point.text = where[0], where[1], text
                 self.metrics.append(point)
@@ -153,8 +153,8 @@ class Context:
                     self.log_interval = step
             self.iteration = iteration
             self.has_stage_markers = True
-            self._enter("train", time, seq)
-            self.iterations_seen.append((iteration, time))
+            self._enter("train", time, seq, where[0])
+            self.iterations_seen.append(IterationMark(iteration, time, where[0], seq))
             point = read_metrics(text, iteration, time, seq, markers.metric_rules)
             point.file, point.line, point.text = where[0], where[1], text
             self.metrics.append(point)

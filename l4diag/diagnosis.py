@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .model import Diagnosis, EvidenceLine, Finding, NodeScore, Occurrence, Partial, TemplateScore
+from .model import Diagnosis, EvidenceLine, Finding, NodeScore, Occurrence, Partial, StageChange, TemplateScore
 from .rules import RuleSet
 from .scoring import crossjob, metrics, patterns, silence, spatial, temporal
+from .timeline import with_estimated_times
 
 LEXICAL_RE = re.compile(
     r"(?i)\b(?:error|errors|exception|traceback|fail|failed|failure|fatal|abort|aborted|killed|"
@@ -65,7 +66,7 @@ def diagnose(partial: Partial, templates: list, rules: RuleSet, baseline=None, o
     options = options or DiagnoseOptions()
     key_to_template = {k: t.id for t in templates for k in t.keys}
     key_hits = patterns.classify_keys(partial.keys, rules)
-    ctx = _Context(partial, templates, key_to_template, key_hits, partial.nodes, sorted(partial.nodes))
+    ctx = _Context(partial, templates, key_to_template, key_hits, with_estimated_times(partial), sorted(partial.nodes))
     _collect_items(ctx)
     template_scores = score_templates(ctx, baseline)
     metric_findings = metrics.find_anomalies(ctx.node_stats)
@@ -463,12 +464,15 @@ def _stage_of(ctx: _Context, node: str, occ: Occurrence, hint: str | None) -> st
     stage = occ.stage
     if occ.time is not None:
         latest = _latest_change(stats.stage_changes, occ.time)
+        # Another node's marker overrides the node's own only when its time was really logged: two
+        # estimated times are too rough to order against each other.
+        exact_only = latest is not None
         for ref in _reference_nodes(ctx)[:3]:
-            change = _latest_change(ctx.node_stats[ref].stage_changes, occ.time)
-            if change is not None and (latest is None or change[0] > latest[0]):
+            change = _latest_change(ctx.node_stats[ref].stage_changes, occ.time, exact_only)
+            if change is not None and (latest is None or change.time > latest.time):
                 latest = change
         if latest is not None:
-            stage = latest[2]
+            stage = latest.stage
     elif _stream_without_markers(occ) and temporal.closeness_to_end(occ, stats) > 0.5:
         # No time and no markers in its own stream (a per-rank stderr, a quiet Megatron rank): the
         # line came late in its stream, so take where the node, or the run, had got to.
@@ -485,33 +489,35 @@ def _stage_of(ctx: _Context, node: str, occ: Occurrence, hint: str | None) -> st
 def _progress_stage(stats) -> str:
     """The stage a node's markers last moved it to, over all its streams (a launcher log that ends
     last but has no markers does not take the node back to init)."""
-    timed = [c for c in stats.stage_changes if c[0] is not None]
+    timed = [c for c in stats.stage_changes if c.time is not None]
     if timed:
-        return max(timed, key=lambda c: (c[0], c[1]))[2]
-    return stats.stage_changes[-1][2] if stats.stage_changes else stats.last_stage
+        return max(timed, key=lambda c: (c.time, c.seq)).stage
+    return stats.stage_changes[-1].stage if stats.stage_changes else stats.last_stage
 
 
 def _stream_without_markers(occ: Occurrence) -> bool:
     return occ.stage == "init" and occ.iteration is None
 
 
-def _latest_change(changes: list, t: float) -> tuple | None:
+def _latest_change(changes: list, t: float, exact_only: bool = False) -> StageChange | None:
     latest = None
     for change in changes:
-        if change[0] is not None and change[0] <= t and (latest is None or change[0] >= latest[0]):
+        if change.time is None or change.time > t or (exact_only and change.estimated):
+            continue
+        if latest is None or change.time >= latest.time:
             latest = change
     return latest
 
 
 def _stage_at_time(ctx: _Context, t: float) -> str | None:
     for ref in _reference_nodes(ctx):
-        changes = [c for c in ctx.node_stats[ref].stage_changes if c[0] is not None]
+        changes = [c for c in ctx.node_stats[ref].stage_changes if c.time is not None]
         if not changes:
             continue
         stage = "init"
-        for when, _, st, _ in changes:
-            if when <= t:
-                stage = st
+        for change in changes:
+            if change.time <= t:
+                stage = change.stage
         return stage
     return None
 
@@ -527,7 +533,9 @@ def _iteration_at(ctx: _Context, node: str, occ: Occurrence, stage: str | None, 
         best = None
         for other in ctx.node_stats.values():
             last_timed = None
-            for it, when in other.iteration_times:
+            for mark in other.iteration_times:
+                # Estimated times order stages well enough, but not single iterations: treat them as untimed.
+                it, when = mark.iteration, None if mark.estimated else mark.time
                 if when is not None:
                     last_timed = when
                 # An untimed iteration line after a timed one before the failure may also precede it
@@ -538,7 +546,7 @@ def _iteration_at(ctx: _Context, node: str, occ: Occurrence, stage: str | None, 
                     best = it
         if best is not None:
             return best
-        if any(w is not None for s in ctx.node_stats.values() for _, w in s.iteration_times):
+        if any(m.time is not None and not m.estimated for s in ctx.node_stats.values() for m in s.iteration_times):
             return None  # iterations carry times, and none came before the failure
     if stage in ("train", "checkpoint_save", "shutdown"):
         refs = [s for s in ctx.node_stats.values() if s.last_iteration is not None]

@@ -347,7 +347,7 @@ def _looks_binary(cleaned: str, original: str) -> bool:
 # --- timestamps -------------------------------------------------------------------------------
 
 TS_RE = re.compile(
-    r"^[\[(]?(?:\w+\]:\[)?(?:[A-Za-z_]\w{0,15}\] )?(?:"  # [rank0]:[titan] 2025-...
+    r"^[\[(]?(?:\w+\]:\[)?(?:[A-Za-z_]\w{0,15}\] |[A-Z]{4,8}\|[\w./-]{1,80}:\d{1,6}\] )?(?:"  # [rank0]:[titan] 2025-..., [INFO|trainer.py:3410] 2025-...
     r"(?P<y>\d{4})-(?P<mo>\d{2})-(?P<d>\d{2})[T _](?P<h>\d{2}):(?P<mi>\d{2}):(?P<s>\d{2})(?:[.,](?P<f>\d+))?(?:Z|[+-]\d{2}:?\d{2}\b)?"
     r"|[IWEF](?P<gmo>\d{2})(?P<gd>\d{2}) (?P<gh>\d{2}):(?P<gmi>\d{2}):(?P<gs>\d{2})\.(?P<gf>\d+)"
     r"|(?P<smon>Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) +(?P<sd>\d{1,2}) (?P<sh>\d{2}):(?P<smi>\d{2}):(?P<ss>\d{2})"
@@ -395,6 +395,15 @@ class TimestampParser:
                 return None  # also years no real log has: they would break time arithmetic and rendering
             self._cache_key, self._cache_val = key, float(base)
         return self._cache_val + (float("0." + frac[:6]) if frac else 0.0)
+
+
+def line_body(text: str) -> str:
+    """The line after its leading timestamp (and the ``[rankN]:`` tag glued to it), for rules that
+    anchor on where the message starts."""
+    parser = TimestampParser()
+    if parser.parse(text) is None:
+        return text
+    return text[parser.end:].lstrip(" ]")
 
 
 # --- combined files: per-line node prefixes ---------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 STAGES = ("init", "checkpoint_load", "train", "checkpoint_save", "shutdown")
 CATEGORIES = (
@@ -104,6 +105,27 @@ class MetricPoint:
     text: str = ""
 
 
+class StageChange(NamedTuple):
+    """A stream entered ``stage`` at line ``seq`` of ``file`` (``time`` None when the line had no timestamp)."""
+
+    time: float | None
+    seq: int
+    stage: str
+    iteration: int | None
+    file: str = ""
+    estimated: bool = False  # the time was placed between timed neighbours (see timeline.py)
+
+
+class IterationMark(NamedTuple):
+    """An iteration line: which iteration, when, where."""
+
+    iteration: int
+    time: float | None
+    file: str = ""
+    seq: int = 0
+    estimated: bool = False
+
+
 @dataclass
 class NodeStats:
     """What one node's streams looked like as a whole."""
@@ -116,11 +138,11 @@ class NodeStats:
     last_iteration: int | None = None
     last_iteration_time: float | None = None
     last_stage: str = "init"
-    iteration_times: list = field(default_factory=list)  # [(iteration, time)]
+    iteration_times: list = field(default_factory=list)  # [IterationMark]
     metrics: list = field(default_factory=list)  # [MetricPoint]
     log_interval: int | None = None
     stream_lines: dict = field(default_factory=dict)  # file -> lines of this node in it
-    stage_changes: list = field(default_factory=list)  # [(time, seq, stage, iteration)]
+    stage_changes: list = field(default_factory=list)  # [StageChange]
     has_stage_markers: bool = False
 
     def merge(self, other: NodeStats) -> None:
@@ -140,9 +162,9 @@ class NodeStats:
             self.last_iteration = other.last_iteration
             self.last_iteration_time = other.last_iteration_time
         self.iteration_times.extend(other.iteration_times)
-        self.iteration_times.sort(key=lambda p: (p[0], p[1] or 0.0))
+        self.iteration_times.sort(key=lambda p: (p.iteration, p.time or 0.0, p.file, p.seq))
         self.stage_changes.extend(other.stage_changes)
-        self.stage_changes.sort(key=lambda c: (c[0] is None, c[0] or 0.0, c[1]))
+        self.stage_changes.sort(key=lambda c: (c.time is None, c.time or 0.0, c.seq, c.file))
         self.has_stage_markers = self.has_stage_markers or other.has_stage_markers
         self.metrics.extend(other.metrics)
         self.metrics.sort(key=metric_order)

@@ -120,3 +120,25 @@ def test_evidence_starts_with_the_most_telling_line_and_cites_file_and_line(tmp_
     # beside a specific signature, the bare traceback start adds nothing
     assert all("Traceback" not in e["text"] for e in d["evidence"])
     assert {e["node"] for e in d["evidence"]} == {"n2"}
+
+
+def test_untimed_iteration_lines_still_put_a_late_failure_in_training(tmp_path):
+    """Megatron prints iterations without timestamps on one rank; the fault line in stderr has none either."""
+    run = tmp_path / "run"
+    for i in range(3):
+        node = run / f"n{i}"
+        node.mkdir(parents=True)
+        out = [f"NCCL INFO Init COMPLETE rank {i}"] * 5
+        if i == 2:
+            out += [f" iteration {it:8d}/    1000 | lm loss: 2.5E+00 | grad norm: 1.0 |" for it in range(10, 210, 10)]
+        (node / "stdout.log").write_text("\n".join(out) + "\n")
+        err = [f"[{ts(0)}] torch.distributed.run: [WARNING] Setting OMP_NUM_THREADS"]
+        if i == 1:
+            err += ["n1:1:2 [1] transport/net_ib.cc:1696 NCCL WARN NET/IB : Got completion from peer 10.0.0.2<1> "
+                    "with status=12 opcode=0 len=0 vendor err 129 (Recv)"]
+            err += [f"[{ts(3000)}] torch.distributed.elastic.multiprocessing.api: [ERROR] failed (exitcode: -6) local_rank: 1"]
+        else:
+            err += watchdog(i, 3600)
+        (node / "stderr.log").write_text("\n".join(err) + "\n")
+    d = diagnose_paths([str(run)])["diagnosis"]
+    assert (d["node"], d["category"], d["stage"], d["iteration"]) == ("n1", "network", "train", 200)

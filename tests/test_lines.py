@@ -4,7 +4,7 @@ import io
 
 import pytest
 
-from l4diag.lines import LineStats, TimestampParser, detect_prefix_kind, iter_text_lines, split_prefix
+from l4diag.lines import LineStats, TimestampParser, detect_prefix_kind, iter_text_lines, line_body, split_prefix
 
 
 def read(data: bytes, cap: int = 1 << 20):
@@ -63,6 +63,7 @@ def test_utf16_with_bom_is_decoded():
         ("2024-05-01 10:00:05,250 INFO x", 1714557605.25),
         ("[2024-05-01 10:00:05,250] [INFO] x", 1714557605.25),
         ("2024-05-01T10:00:05.5Z x", 1714557605.5),
+        ("[INFO|trainer.py:3410] 2024-05-01 10:00:05,250 >> Saving model checkpoint to /out", 1714557605.25),
         ("[rank0]:[E0501 10:00:05.000000000 ProcessGroupNCCL.cpp:607] x", None),
         ("no time here", None),
     ],
@@ -103,3 +104,9 @@ def test_combined_file_detection_needs_most_lines_prefixed():
     assert detect_prefix_kind(["a-1: x", "a-2: y", "a-1: z"]) == "host"
     assert detect_prefix_kind(["RuntimeError: x", "ValueError: y", "plain"]) is None
     assert detect_prefix_kind(["[rank0]: x", "[rank1]: y"]) == "rank"
+
+
+def test_line_body_drops_the_timestamp_and_the_rank_tag_glued_to_it():
+    assert line_body("2024-01-10T01:22:46.341056Z [rank7]: AttributeError: x") == "[rank7]: AttributeError: x"
+    assert line_body("[INFO|trainer.py:3410] 2024-05-01 10:00:05,250 >> Saving") == ">> Saving"
+    assert line_body("no time here") == "no time here"

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from l4diag.rules import load_rules
+from l4diag.scoring.patterns import classify_text
 
 RULES = load_rules()
 HEALTHY_DIR = Path(__file__).parent / "data" / "healthy"
@@ -254,3 +255,15 @@ def test_combined_marker_prefilter_is_fast_on_adversarial_blocks():
     start = time.perf_counter()
     list(pattern.finditer(block))
     assert time.perf_counter() - start < 1.0
+
+
+def test_rules_that_anchor_at_the_message_start_match_after_a_timestamp_and_rank_tag():
+    hit = classify_text("2024-01-10T01:22:46.341056Z [rank7]: AttributeError: 'NoneType' object has no attribute 'size'", RULES)
+    assert hit.is_fault and hit.fault_rule.category == "software"
+
+
+def test_a_traceback_frame_in_the_checkpoint_writer_is_a_save_stage_marker():
+    markers = {r.name: r for r in RULES.stages}
+    frame = '  File "/workspace/megatron/training/checkpointing.py", line 416, in save_checkpoint'
+    assert markers["traceback_frame_in_checkpoint_save"].search(frame)
+    assert not markers["traceback_frame_in_checkpoint_save"].search('  File "/w/train.py", line 9, in train_step')

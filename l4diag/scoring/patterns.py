@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 
 
+from ..lines import line_body
 from ..model import Template
 from ..rules import RuleSet
 
@@ -51,17 +52,23 @@ class PatternHit:
 
 
 def classify_text(text: str, rules: RuleSet) -> PatternHit:
-    """Match one raw line against the fault, collateral and benign rules."""
+    """Match one raw line, and its body after the timestamp, against the fault, collateral and benign rules."""
     hit = PatternHit()
+    body = line_body(text)
+    texts = (text,) if body == text else (text, body)
+
+    def matches(rule) -> bool:
+        return any(rule.search(t) for t in texts)
+
     for rule in rules.benign:
-        if rule.search(text):
+        if matches(rule):
             hit.benign_rule = rule
             break
     for rule in rules.faults:
-        if rule.weight > hit.fault_weight and rule.search(text):
+        if rule.weight > hit.fault_weight and matches(rule):
             hit.fault_rule, hit.fault_weight = rule, rule.weight
     for rule in rules.collateral:
-        if rule.weight > hit.collateral_weight and rule.search(text):
+        if rule.weight > hit.collateral_weight and matches(rule):
             hit.collateral_rule, hit.collateral_weight = rule, rule.weight
     return hit
 
