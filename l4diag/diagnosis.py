@@ -282,6 +282,9 @@ def _fault_finding(ctx: _Context, node: str, items: list) -> Finding:
     stage = _stage_of(ctx, node, anchor, rule.stage_hint)
     iteration = _iteration_at(ctx, node, anchor, stage)
     evidence = _evidence(ctx, node, items, first)
+    if best.weight < WEAK_FAULT_WEIGHT:
+        evidence[1:1] = _closing_words(ctx, node, cause)
+        del evidence[MAX_EVIDENCE:]
     confidence = _confidence(ctx, node, best.weight)
     category, subcategory = rule.category, rule.subcategory
     if rule.generic:
@@ -289,6 +292,23 @@ def _fault_finding(ctx: _Context, node: str, items: list) -> Finding:
     summary = _summary(category, subcategory or rule.name, node, stage, iteration, cause.occ.text)
     return Finding(category, subcategory, confidence, summary, node, _ranks(cause.occ.text), stage,
                    iteration, first.occ.time, evidence)
+
+
+# Below this, a signature names a family (a traceback, a frame) rather than the error itself.
+WEAK_FAULT_WEIGHT = 0.5
+CLOSING_WORDS = 2
+
+
+def _closing_words(ctx: _Context, node: str, cause: _Item) -> list:
+    """The last lines the cause's stream printed after it, before its teardown or its end: when the error
+    line itself is missing (a cut-off traceback), the innermost frames are the most telling lines left."""
+    file = cause.occ.file
+    teardown = [it.occ.seq for it in ctx.collateral.get(node, []) if it.occ.file == file and it.occ.seq > cause.occ.seq]
+    end = min(teardown) if teardown else ctx.node_stats[node].stream_lines.get(file, cause.occ.seq) + 1
+    before = Occurrence(file, 0, "", end, None, cause.occ.stage, None)
+    words = [(key, occ) for key, occ in _last_words(ctx, node, before) if occ.seq > cause.occ.seq]
+    return [EvidenceLine(node, occ.file, occ.line, occ.text, ctx.key_to_template.get(key), occ.iteration,
+                         occ.stage, occ.time, 0.3) for key, occ in words[-CLOSING_WORDS:]]
 
 
 def _exact_anchor(ctx: _Context, node: str, occ: Occurrence) -> Occurrence:
@@ -581,7 +601,9 @@ def _evidence(ctx: _Context, node: str, items: list, first: _Item) -> list:
         if len(chosen) >= MAX_EVIDENCE:
             break
     if all((e.file, e.line) != (first.occ.file, first.occ.line) for e in chosen):
-        chosen[-1:] = [_evidence_line(first, first.weight)]
+        if len(chosen) >= MAX_EVIDENCE:
+            chosen.pop()
+        chosen.append(_evidence_line(first, first.weight))
     return chosen
 
 

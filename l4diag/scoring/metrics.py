@@ -33,7 +33,7 @@ def find_anomalies(node_stats: dict) -> list:
     """All metric findings over every node that logs metrics."""
     out = []
     for node, stats in sorted(node_stats.items()):
-        points = stats.metrics
+        points = _in_log_order(stats.metrics)
         if len(points) < 2:
             continue
         out.extend(_non_finite(node, points))
@@ -41,6 +41,16 @@ def find_anomalies(node_stats: dict) -> list:
         out.extend(_grad_blowup(node, points))
         out.extend(_skip_storm(node, points))
     return out
+
+
+def _in_log_order(points: list) -> list:
+    """Each stream's points in the order it printed them (their times may be only carried from an earlier
+    line, or missing, and would shuffle them), streams one after the other by their first known time."""
+    first: dict = {}
+    for p in points:
+        if p.time is not None and (p.file not in first or p.time < first[p.file]):
+            first[p.file] = p.time
+    return sorted(points, key=lambda p: (p.file not in first, first.get(p.file, 0.0), p.file, p.seq))
 
 
 def _non_finite(node: str, points: list) -> list:

@@ -6,7 +6,7 @@ import json
 import random
 from pathlib import Path
 
-from . import faults
+from . import clock, faults
 from .excerpts import Excerpt, evidence_indices
 from .faults import SynthError
 from .layouts import ordered, render, write_layout
@@ -102,7 +102,8 @@ def _build_divergence(sim: Simulation, spec: RunSpec) -> tuple[Simulation, Truth
 
 
 def _build_excerpt(spec: RunSpec, rng: random.Random, ex: Excerpt) -> tuple[Simulation, Truth]:
-    """Inject the excerpt verbatim on one node of a healthy run, at its stated stage, then collateral."""
+    """Inject the excerpt on one node of a healthy run, at its stated stage, then collateral. Its text is kept
+    verbatim except for wall-clock timestamps, which move onto the run's clock (see ``clock.retime``)."""
     info = ex.info
     ex_iters = [i for i in ex.iterations if i is not None]
     hint = ex_iters[0] if ex_iters else None
@@ -115,12 +116,17 @@ def _build_excerpt(spec: RunSpec, rng: random.Random, ex: Excerpt) -> tuple[Simu
     sim.cut(t_f)
     picked = set(evidence_indices(ex))
     lr = None if info.kernel else rng.randrange(culprit.gpus)
-    for k, text in enumerate(ex.lines):
-        sim.add(culprit, t_f + k * 0.001, text, lr, stream="stderr", iteration=ex.iterations[k], evidence=k in picked, fault=True, raw=True)
+    texts, offsets = clock.retime(ex.lines, sim.epoch(culprit, t_f))
+    for k, text in enumerate(texts):
+        sim.add(culprit, t_f + offsets[k] + k * 0.001, text, lr, stream="stderr", iteration=ex.iterations[k],
+                evidence=k in picked, fault=True, raw=True)
+    t_end = t_f + offsets[-1] if offsets else t_f  # a hang excerpt can span hours of heartbeat lines
     body = "\n".join(ex.lines)
-    if not any(s in body for s in ("Root Cause", "FAILED", "sigkill_handler", "exitcode")):
-        faults.launcher_failure(sim, culprit, lr or 0, t_f + 2.0, 1)
-    faults.collateral(sim, culprit, t_f)
+    # A hung node's workers do not exit: only its peers time out and tear down (as in the synthetic hangs).
+    ends_itself = any(s in body for s in ("Root Cause", "FAILED", "sigkill_handler", "exitcode"))
+    if info.category != "hang" and not ends_itself:
+        faults.launcher_failure(sim, culprit, lr or 0, t_end + 2.0, 1)
+    faults.collateral(sim, culprit, t_end)
     verdict = "failure"
     truth = _truth(sim, spec, verdict, info.category, info.subcategory, culprit, info.stage, _evidence_lines(culprit),
                    source="real_excerpt", excerpt=ex.rel, t_first=None if picked else t_f)
