@@ -115,14 +115,22 @@ COLLATERAL_SLACK_LINES = 5
 
 
 def _demote_generic_after_collateral(ctx: _Context, node: str) -> None:
-    collateral = ctx.collateral.get(node)
+    # A peer-related line (a timeout, an abort, a kill from outside) marks where wrappers of someone
+    # else's failure begin, give or take a few seconds; the launcher's teardown follows the node's own
+    # crash, so only what comes strictly after it (the launcher's own traceback) is a wrapper.
+    collateral = ctx.collateral.get(node, [])
+    peer = [it for it in collateral if not _launcher_teardown(it)]
+    teardown = [it for it in collateral if _launcher_teardown(it)]
     if not collateral:
         return
-    first = min(collateral, key=_time_order).occ
+    first_peer = min(peer, key=_time_order).occ if peer else None
+    first_teardown = min(teardown, key=_time_order).occ if teardown else None
     keep = []
     for it in ctx.items[node]:
         rule = it.hit.fault_rule
-        if rule.generic and _at_or_after(it.occ, first):
+        wrapper = (first_peer is not None and _at_or_after(it.occ, first_peer)) or (
+            first_teardown is not None and _strictly_after(it.occ, first_teardown))
+        if rule.generic and wrapper:
             ctx.collateral[node].append(it)
         else:
             keep.append(it)
@@ -136,6 +144,12 @@ def _at_or_after(occ: Occurrence, ref: Occurrence) -> bool:
     if occ.time is not None and ref.time is not None:
         return occ.time >= ref.time - COLLATERAL_SLACK_SECONDS
     return occ.file == ref.file and occ.seq >= ref.seq - COLLATERAL_SLACK_LINES
+
+
+def _strictly_after(occ: Occurrence, ref: Occurrence) -> bool:
+    if occ.file == ref.file:
+        return occ.seq > ref.seq
+    return occ.time is not None and ref.time is not None and occ.time > ref.time
 
 
 def _recovery_discount(item: _Item, stats) -> float:
@@ -344,13 +358,17 @@ def _metric_finding(ctx: _Context, f) -> Finding:
 
 FIRST_FAIL_LEAD_SECONDS = 2.0
 LAST_WORDS = 6
+# Exit status 1 is what Python returns on an uncaught exception (a signal gives a negative code).
+EXIT_CODE_ONE_RE = re.compile(r"exitcode\s*:\s*1\b|\(exitcode: 1\)|exits with return code = 1\b")
 TRACEBACK_FRAME_RE = re.compile(r'(?:^|\]:)\s*File "[^"]+", line \d+|Traceback \(most recent call last\)')
 
 
 def _collateral_finding(ctx: _Context, silences: dict) -> tuple:
     """Only collateral lines: a peer died without a known signature, or hung. Find it by who went first."""
     all_items = [it for items in ctx.collateral.values() for it in items]
-    first_coll = min(all_items, key=_time_order)
+    ordered = sorted(all_items, key=_time_order)
+    # A generic exception demoted as a wrapper says less about the failure than the first real collateral line.
+    first_coll = next((it for it in ordered if it.hit.collateral_rule is not None), ordered[0])
     failer = _first_to_fail(ctx)
     if failer is not None:
         return _first_failer_finding(ctx, failer), (
@@ -385,7 +403,7 @@ def _collateral_finding(ctx: _Context, silences: dict) -> tuple:
                            "went silent; the other nodes timed out waiting for it")
         return Finding("hang", "no_progress", 0.6, summary, node, [], stage, iteration, last.time if last else None,
                        evidence), reason
-    rule = first_coll.hit.collateral_rule
+    rule = first_coll.hit.collateral_rule or first_coll.hit.fault_rule  # a generic fault demoted to collateral
     category = rule.category if rule.category in ("network", "hang", "hardware", "storage", "oom", "software") else "unknown"
     stage = _stage_of(ctx, first_coll.node, first_coll.occ, None)
     iteration = _iteration_at(ctx, first_coll.node, first_coll.occ, stage)
@@ -399,17 +417,38 @@ def _first_to_fail(ctx: _Context) -> str | None:
     """The node whose first teardown line came clearly before every other node's (a crash, not a hang)."""
     firsts = {}
     for node, items in ctx.collateral.items():
-        # Only the node's own teardown counts (its process exited, the launcher killed it): a watchdog
-        # timeout means the node was still alive, waiting for someone else.
-        times = [it.occ.time for it in items if it.occ.time is not None and not _is_waiting(it)]
+        # Only the node's own teardown counts (its process exited, its launcher stopped the others): a
+        # watchdog timeout means the node was still alive, waiting for someone else, and a teardown the
+        # launcher began because it was itself signalled was ordered from outside.
+        killed = [it.occ.time for it in items if it.occ.time is not None and _killed_from_outside(it)]
+        cutoff = min(killed) - KILL_SLACK_SECONDS if killed else float("inf")
+        times = [it.occ.time for it in items if it.occ.time is not None and it.hit.collateral_rule is not None
+                 and not _is_waiting(it) and not _killed_from_outside(it) and it.occ.time < cutoff]
         if times:
             firsts[node] = min(times)
-    if len(firsts) < 2:
-        return None
     order = sorted(firsts, key=lambda n: (firsts[n], n))
+    if len(order) == 1:
+        # Everyone else only waited or was stopped from outside: the one node whose process exited went first.
+        others_reacted = any(ctx.collateral.get(n) for n in ctx.nodes if n != order[0])
+        return order[0] if others_reacted else None
+    if not order:
+        return None
     if firsts[order[1]] - firsts[order[0]] >= FIRST_FAIL_LEAD_SECONDS:
         return order[0]
     return None
+
+
+KILL_SLACK_SECONDS = 1.0
+
+
+def _launcher_teardown(it: _Item) -> bool:
+    rule = it.hit.collateral_rule
+    return rule is not None and rule.subcategory == "launcher_teardown"
+
+
+def _killed_from_outside(it: _Item) -> bool:
+    rule = it.hit.collateral_rule
+    return rule is not None and rule.subcategory == "killed_from_outside"
 
 
 def _is_waiting(it: _Item) -> bool:
@@ -438,8 +477,10 @@ def _first_failer_finding(ctx: _Context, node: str) -> Finding:
     anchor = words[0][1] if words else first.occ
     stage = _stage_of(ctx, node, anchor, None)
     iteration = _iteration_at(ctx, node, anchor, stage)
-    crashed_in_python = any(TRACEBACK_FRAME_RE.search(occ.text) for _, occ in words) or any(
-        it.hit.fault_rule is not None and it.hit.fault_rule.generic for it in ctx.collateral[node])
+    crashed_in_python = (
+        any(TRACEBACK_FRAME_RE.search(occ.text) for _, occ in words)
+        or any(it.hit.fault_rule is not None and it.hit.fault_rule.generic for it in ctx.collateral[node])
+        or _exited_with_status_one(ctx, node))
     first_rule = first.hit.collateral_rule or first.hit.fault_rule
     if first_rule is not None and first_rule.category in ("hang", "network"):
         # It timed out first: it was waiting on a collective that never completed.
@@ -456,6 +497,15 @@ def _first_failer_finding(ctx: _Context, node: str) -> Finding:
     summary = _summary(category, subcategory, node, stage, iteration,
                        "its process exited first; the other nodes timed out later")
     return Finding(category, subcategory, 0.6, summary, node, [], stage, iteration, first.occ.time, evidence)
+
+
+def _exited_with_status_one(ctx: _Context, node: str) -> bool:
+    """Whether the node's launcher reported a worker exit status of 1 (an uncaught Python exception)."""
+    for key, per_node in ctx.partial.keys.items():
+        stats = per_node.get(node)
+        if stats is not None and "exit" in key and EXIT_CODE_ONE_RE.search(stats.first.text):
+            return True
+    return False
 
 
 def _last_occurrence(ctx: _Context, node: str) -> Occurrence | None:

@@ -142,3 +142,51 @@ def test_untimed_iteration_lines_still_put_a_late_failure_in_training(tmp_path):
         (node / "stderr.log").write_text("\n".join(err) + "\n")
     d = diagnose_paths([str(run)])["diagnosis"]
     assert (d["node"], d["category"], d["stage"], d["iteration"]) == ("n1", "network", "train", 200)
+
+
+def test_an_exception_printed_with_the_first_timeout_is_a_wrapper_not_the_finding(tmp_path):
+    nodes = {f"n{i}": healthy_node(i, until=60) for i in range(4)}
+    nodes["n0"] += [f"{ts(700)} RuntimeError: the training step failed"] + watchdog(0, 700)
+    for i in (1, 2, 3):
+        nodes[f"n{i}"] += watchdog(i, 700)
+    report = diagnose_paths([str(write_run(tmp_path, nodes))])
+    assert report["verdict"] in ("failure", "inconclusive")
+    assert report["diagnosis"]["category"] == "hang"
+
+
+def _root_cause_block(t: float, host: str, code: int) -> list:
+    return [
+        f"{ts(t)} torch.distributed.elastic.multiprocessing.api: [ERROR] failed (exitcode: {code}) local_rank: 0 (pid: 4242) of binary: /usr/bin/python3",
+        "torch.distributed.elastic.multiprocessing.errors.ChildFailedError: ",
+        "Root Cause (first observed failure):",
+        f"  host      : {host}",
+        f"  exitcode  : {code} (pid: 4242)",
+    ]
+
+
+def _killed_from_outside(t: float, i: int) -> list:
+    return [
+        f"{ts(t)} torch.distributed.elastic.agent.server.api: [WARNING] Received Signals.SIGTERM death signal, shutting down workers",
+        f"{ts(t)} torch.distributed.elastic.multiprocessing.api: [WARNING] Sending process {1000 + i} closing signal SIGTERM",
+    ]
+
+
+def test_nodes_stopped_from_outside_do_not_count_as_failing_first(tmp_path):
+    """n3's worker exited with status 1 (an uncaught exception): that is software, even with no traceback shown."""
+    nodes = {f"n{i}": healthy_node(i, until=60) for i in range(4)}
+    nodes["n3"] += _root_cause_block(70, "n3", 1)
+    for i in (0, 1, 2):
+        nodes[f"n{i}"] += _killed_from_outside(69, i)  # the scheduler cancels the others (their clocks run early)
+    d = diagnose_paths([str(write_run(tmp_path, nodes))])["diagnosis"]
+    assert (d["node"], d["category"]) == ("n3", "software")
+
+
+def test_a_traceback_before_the_launcher_teardown_is_the_cause_not_a_wrapper(tmp_path):
+    nodes = {f"n{i}": healthy_node(i, until=60) for i in range(4)}
+    nodes["n1"] += [f"{ts(66)} Traceback (most recent call last):", '  File "train.py", line 10, in <module>',
+                    "    loader.join()"] + _root_cause_block(68, "n1", 1)
+    for i in (0, 2, 3):
+        nodes[f"n{i}"] += watchdog(i, 700)
+    d = diagnose_paths([str(write_run(tmp_path, nodes))])["diagnosis"]
+    assert (d["node"], d["category"]) == ("n1", "software")
+    assert "    loader.join()" in [e["text"] for e in d["evidence"][:3]], "a cut-off traceback is cited by its last lines"
