@@ -125,15 +125,19 @@ class Context:
                 return
         if markers.stage_any is None or markers.stage_any.search(text):
             for rule in markers.stage_rules:
-                if rule.search(text):
+                m = rule.search(text)
+                if m:
                     self.has_stage_markers = True
-                    self._enter(rule.category, time, seq, where[0])
+                    # "saving checkpoint at iteration N" says where the run was even on a rank that logs no iterations
+                    said = _as_int(m.group("iter")) if "iter" in m.re.groupindex else None
+                    self._enter(rule.category, time, seq, where[0], said)
                     return
 
-    def _enter(self, stage: str, time: float | None, seq: int, file: str) -> None:
+    def _enter(self, stage: str, time: float | None, seq: int, file: str, iteration: int | None = None) -> None:
         if stage != self.stage:
             self.stage = stage
-            self.stage_changes.append(StageChange(time, seq, stage, self.iteration, file))
+            at = iteration if iteration is not None else self.iteration
+            self.stage_changes.append(StageChange(time, seq, stage, at, file))
 
     def _observe_iteration(self, text: str, time: float | None, seq: int, markers: Markers, where: tuple) -> bool:
         for rule in markers.iteration_rules:

@@ -326,12 +326,14 @@ def _closing_words(ctx: _Context, node: str, cause: _Item) -> list:
 
 
 def _exact_anchor(ctx: _Context, node: str, occ: Occurrence) -> Occurrence:
-    """``occ``, or when its time was only carried from an earlier line, the same line placed at the time
-    of the node's next timestamped failure line (untimed crash output comes just before it)."""
-    if occ.time is None or occ.time_exact:
+    """``occ``, or when it has no time of its own (none, or one only carried from an earlier line), the
+    same line placed at the time of the node's next timestamped failure line: untimed crash output comes
+    just before it (for a line with no time at all, only a later line of the same stream is sure to follow)."""
+    if occ.time is not None and occ.time_exact:
         return occ
     later = [it.occ.time for it in [*ctx.items.get(node, []), *ctx.collateral.get(node, [])]
-             if it.occ.time is not None and it.occ.time_exact and it.occ.time >= occ.time]
+             if it.occ.time is not None and it.occ.time_exact and (
+                 (it.occ.file == occ.file and it.occ.seq > occ.seq) or (occ.time is not None and it.occ.time >= occ.time))]
     if not later:
         return occ
     return Occurrence(occ.file, occ.line, occ.text, occ.seq, occ.iteration, occ.stage, min(later))
@@ -358,6 +360,7 @@ def _metric_finding(ctx: _Context, f) -> Finding:
 
 FIRST_FAIL_LEAD_SECONDS = 2.0
 LAST_WORDS = 6
+LAST_WORDS_SECONDS = 60.0
 # Exit status 1 is what Python returns on an uncaught exception (a signal gives a negative code).
 EXIT_CODE_ONE_RE = re.compile(r"exitcode\s*:\s*1\b|\(exitcode: 1\)|exits with return code = 1\b")
 TRACEBACK_FRAME_RE = re.compile(r'(?:^|\]:)\s*File "[^"]+", line \d+|Traceback \(most recent call last\)')
@@ -457,18 +460,31 @@ def _is_waiting(it: _Item) -> bool:
 
 
 def _last_words(ctx: _Context, node: str, before: Occurrence) -> list:
-    """The few lines a node printed just before ``before`` (from the kept first/last occurrences)."""
+    """The few lines a node printed just before ``before`` (from the kept first/last occurrences): the
+    lines just above it in its own stream, and what the node's other streams (its workers' logs)
+    printed in the last minute before it; lines long before it say nothing of how it ended."""
     seen = {}
     for key, per_node in ctx.partial.keys.items():
         stats = per_node.get(node)
         if stats is None:
             continue
         for occ in (stats.first, stats.last):
-            if occ.file == before.file and before.seq - 4 * LAST_WORDS <= occ.seq < before.seq:
+            if _just_before(occ, before):
                 hit = ctx.key_hits.get(key)
                 if hit is None or not (hit.is_benign or hit.is_collateral):
-                    seen[occ.seq] = (key, occ)
-    return [seen[q] for q in sorted(seen)][-LAST_WORDS:]
+                    seen[(occ.file, occ.seq)] = (key, occ)
+    ordered = sorted(seen.values(), key=lambda ko: (ko[1].time is None, ko[1].time or 0.0, ko[1].file != before.file,
+                                                    ko[1].file, ko[1].seq))
+    if before.time is None:
+        ordered.sort(key=lambda ko: ko[1].seq)
+    return ordered[-LAST_WORDS:]
+
+
+def _just_before(occ: Occurrence, before: Occurrence) -> bool:
+    recent = occ.time is None or before.time is None or before.time - LAST_WORDS_SECONDS <= occ.time <= before.time
+    if occ.file == before.file:
+        return before.seq - 4 * LAST_WORDS <= occ.seq < before.seq and recent
+    return occ.time is not None and occ.time_exact and before.time is not None and recent and occ.time < before.time
 
 
 def _first_failer_finding(ctx: _Context, node: str) -> Finding:
@@ -482,18 +498,27 @@ def _first_failer_finding(ctx: _Context, node: str) -> Finding:
         or any(it.hit.fault_rule is not None and it.hit.fault_rule.generic for it in ctx.collateral[node])
         or _exited_with_status_one(ctx, node))
     first_rule = first.hit.collateral_rule or first.hit.fault_rule
+    # A teardown line that also matches a specific signature (a launcher reporting SIGKILL) hints the cause.
+    hinted = sorted((it for it in ctx.collateral[node] if it.hit.fault_rule is not None
+                     and not it.hit.fault_rule.generic), key=lambda it: (-it.hit.fault_weight, _time_order(it)))
+    hints = [it.hit.fault_rule for it in hinted]
     if first_rule is not None and first_rule.category in ("hang", "network"):
         # It timed out first: it was waiting on a collective that never completed.
         category, subcategory = first_rule.category, first_rule.name
+    elif hints:
+        hint = max(hints, key=lambda r: r.weight)
+        category, subcategory = hint.category, hint.subcategory or hint.name
     elif crashed_in_python:
         category, subcategory = "software", "python_exception"
     else:
         category, subcategory = "unknown", "process_exited"
     if category == "software":
         category, subcategory = _by_stage(category, subcategory, stage)
-    evidence = [EvidenceLine(node, occ.file, occ.line, occ.text, ctx.key_to_template.get(key), occ.iteration,
-                             occ.stage, occ.time, 0.5) for key, occ in reversed(words)]
-    evidence += [_evidence_line(it, 0.4) for it in sorted(ctx.collateral[node], key=_time_order)[:1]]
+    evidence = [_evidence_line(it, it.hit.fault_weight) for it in hinted[:1]]
+    evidence += [EvidenceLine(node, occ.file, occ.line, occ.text, ctx.key_to_template.get(key), occ.iteration,
+                              occ.stage, occ.time, 0.5) for key, occ in reversed(words)]
+    evidence += [_evidence_line(it, 0.4) for it in sorted(ctx.collateral[node], key=_time_order)[:1]
+                 if not hinted or it is not hinted[0]]
     summary = _summary(category, subcategory, node, stage, iteration,
                        "its process exited first; the other nodes timed out later")
     return Finding(category, subcategory, 0.6, summary, node, [], stage, iteration, first.occ.time, evidence)
@@ -533,14 +558,10 @@ def _stage_of(ctx: _Context, node: str, occ: Occurrence, hint: str | None) -> st
     stats = ctx.node_stats[node]
     stage = occ.stage
     if occ.time is not None:
-        latest = _latest_change(stats.stage_changes, occ.time)
-        # Another node's marker overrides the node's own only when its time was really logged: two
-        # estimated times are too rough to order against each other.
-        exact_only = latest is not None
-        for ref in _reference_nodes(ctx)[:3]:
-            change = _latest_change(ctx.node_stats[ref].stage_changes, occ.time, exact_only)
-            if change is not None and (latest is None or change.time > latest.time):
-                latest = change
+        own = [(c, True) for c in stats.stage_changes if c.time is not None and c.time <= occ.time]
+        refs = [(c, False) for ref in _reference_nodes(ctx)[:3] if ref != node
+                for c in ctx.node_stats[ref].stage_changes if c.time is not None and c.time <= occ.time]
+        latest = _latest_of(own + refs)
         if latest is not None:
             stage = latest.stage
     elif _stream_without_markers(occ) and temporal.closeness_to_end(occ, stats) > 0.5:
@@ -569,14 +590,32 @@ def _stream_without_markers(occ: Occurrence) -> bool:
     return occ.stage == "init" and occ.iteration is None
 
 
-def _latest_change(changes: list, t: float, exact_only: bool = False) -> StageChange | None:
-    latest = None
-    for change in changes:
-        if change.time is None or change.time > t or (exact_only and change.estimated):
-            continue
-        if latest is None or change.time >= latest.time:
-            latest = change
+def _latest_of(candidates: list) -> StageChange | None:
+    """The last of (change, is_own) candidates (see ``_is_later``)."""
+    latest, latest_own = None, False
+    for change, own in sorted(candidates, key=lambda c: (c[0].time, c[0].seq)):
+        if latest is None or _is_later(change, own, latest, latest_own):
+            latest, latest_own = change, own
     return latest
+
+
+def _is_later(change: StageChange, own: bool, latest: StageChange, latest_own: bool) -> bool:
+    """Whether ``change`` (no earlier in time) came after ``latest``. Iteration numbers are the run's own
+    clock; within a stream, line order is certain; an estimated time (see timeline.py) only wins when
+    its sure lower bound does, or against another estimate unless it is another node's against the
+    node's own: estimates are too rough to order otherwise."""
+    if change.iteration is not None and latest.until is not None:
+        if change.iteration != latest.until:
+            return change.iteration > latest.until
+        if latest.stage == "train" and change.stage != "train":
+            return True  # "saving checkpoint at iteration N" comes after the step that logged N
+    if own == latest_own and change.file == latest.file:
+        return change.seq > latest.seq
+    if not change.estimated:
+        return True
+    if change.earliest is not None and change.earliest >= latest.time:
+        return True
+    return latest.estimated and (own or not latest_own)
 
 
 def _stage_at_time(ctx: _Context, t: float) -> str | None:

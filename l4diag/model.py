@@ -114,6 +114,8 @@ class StageChange(NamedTuple):
     iteration: int | None
     file: str = ""
     estimated: bool = False  # the time was placed between timed neighbours (see timeline.py)
+    earliest: float | None = None  # when estimated: the time of the timed line before it, a sure lower bound
+    until: int | None = None  # the last iteration the stream logged before its next change (see timeline.py)
 
 
 class IterationMark(NamedTuple):

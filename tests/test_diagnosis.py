@@ -190,3 +190,20 @@ def test_a_traceback_before_the_launcher_teardown_is_the_cause_not_a_wrapper(tmp
     d = diagnose_paths([str(write_run(tmp_path, nodes))])["diagnosis"]
     assert (d["node"], d["category"]) == ("n1", "software")
     assert "    loader.join()" in [e["text"] for e in d["evidence"][:3]], "a cut-off traceback is cited by its last lines"
+
+
+def test_a_failure_after_rank0_began_saving_is_in_checkpoint_save_though_rank0_logs_no_times(tmp_path):
+    nodes = {
+        "n0": [f"[{ts(0)}] launcher start", "training ..."]
+        + [line for it in (50, 100) for line in (f"saving checkpoint at iteration {it:7d} to /ckpt",
+                                                  f"  successfully saved checkpoint at iteration {it:7d} to /ckpt")]
+        + ["saving checkpoint at iteration     150 to /ckpt"],
+        "n1": [f"[{ts(0)}] launcher start"],
+        "n2": [f"[{ts(0)}] launcher start"]
+        + [f"[{ts(10 + it)}] iteration {it:8d}/    1000 | lm loss: 2.5E+00 | grad norm: 1.0 |" for it in range(10, 160, 10)],
+    }
+    nodes["n1"] += [f"{ts(175)} RuntimeError: CUDA error: uncorrectable ECC error encountered"]
+    for i in (0, 2):
+        nodes[f"n{i}"] += watchdog(i, 800)
+    d = diagnose_paths([str(write_run(tmp_path, nodes))])["diagnosis"]
+    assert (d["node"], d["category"], d["stage"], d["iteration"]) == ("n1", "hardware", "checkpoint_save", 150)

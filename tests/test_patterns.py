@@ -267,3 +267,10 @@ def test_a_traceback_frame_in_the_checkpoint_writer_is_a_save_stage_marker():
     frame = '  File "/workspace/megatron/training/checkpointing.py", line 416, in save_checkpoint'
     assert markers["traceback_frame_in_checkpoint_save"].search(frame)
     assert not markers["traceback_frame_in_checkpoint_save"].search('  File "/w/train.py", line 9, in train_step')
+
+
+def test_deepspeed_launcher_reporting_sigkill_is_a_host_oom_hint():
+    # source: https://github.com/deepspeedai/DeepSpeed/issues/3232 (argument list shortened)
+    line = ("[2023-04-14 13:11:27,885] [ERROR] [launch.py:434:sigkill_handler] ['/usr/bin/python3', '-u', 'main.py', "
+            "'--local_rank=0'] exits with return code = -9")
+    assert best_fault(line).name == "sigkill_received"

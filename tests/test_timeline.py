@@ -43,3 +43,25 @@ def test_kept_timed_occurrences_of_the_same_stream_bound_the_estimate():
     partial.keys["a"] = {"n0": KeyNodeStats(1, _occ("log", 20, 500.0), _occ("log", 40, 700.0))}
     partial.keys["b"] = {"n0": KeyNodeStats(1, _occ("log", 25, 1.0, exact=False), _occ("log", 25, 1.0, exact=False))}
     assert with_estimated_times(partial)["n0"].stage_changes[0].time == 600.0
+
+
+def test_a_marker_naming_an_iteration_is_placed_right_after_that_iteration_was_logged():
+    """Megatron's rank 0 prints "saving checkpoint at iteration N" untimed; the last rank timed iteration N."""
+    saver = NodeStats("r0", first_time=0.0, last_time=1000.0, stream_lines={"r0.log": 10})
+    saver.stage_changes = [StageChange(None, 9, "checkpoint_save", 170, "r0.log")]
+    logger = NodeStats("r7", first_time=0.0, last_time=1000.0, stream_lines={"r7.log": 3})
+    logger.iteration_times = [IterationMark(160, 300.0, "r7.log", 1), IterationMark(170, 400.0, "r7.log", 2)]
+    partial = Partial()
+    partial.nodes.update({"r0": saver, "r7": logger})
+    (change,) = with_estimated_times(partial)["r0"].stage_changes
+    assert change.estimated and change.earliest == 400.0 and 400.0 < change.time < 400.1
+
+
+def test_each_change_knows_the_last_iteration_its_stream_logged_in_that_stage():
+    stats = NodeStats("n0", first_time=0.0, last_time=100.0, stream_lines={"log": 50})
+    stats.stage_changes = [StageChange(1.0, 5, "train", 10, "log"), StageChange(2.0, 30, "checkpoint_save", 20, "log")]
+    stats.iteration_times = [IterationMark(it, 1.0 + it / 100, "log", 5 + it) for it in (10, 15, 20)]
+    partial = Partial()
+    partial.nodes["n0"] = stats
+    changes = with_estimated_times(partial)["n0"].stage_changes
+    assert [(c.stage, c.until) for c in changes] == [("train", 20), ("checkpoint_save", 20)]
