@@ -247,7 +247,7 @@ def locate(ctx: _Context, metric_findings: list, silences: dict) -> tuple:
     failing = _failing_metrics(metric_findings)
     if failing:
         first = min(failing, key=lambda f: (f.time is None, f.time or 0.0, f.iteration or 0, f.seq))
-        return _metric_finding(ctx, first), f"training metrics: {first.detail}"
+        return _metric_finding(ctx, first, failing), f"training metrics: {first.detail}"
     if any(ctx.collateral.values()):
         return _collateral_finding(ctx, silences)
     return None, ""
@@ -343,13 +343,27 @@ def _time_order(it: _Item) -> tuple:
     return (it.occ.time is None, it.occ.time or 0.0, it.occ.file, it.occ.seq)
 
 
-def _metric_finding(ctx: _Context, f) -> Finding:
+METRIC_FOLLOW_POINTS = 2
+
+
+def _metric_finding(ctx: _Context, f, failing: list) -> Finding:
+    """A divergence seen in the numbers: cited by the line where it began, the lines that showed the
+    node's other failing metrics, and the next few lines of the same stream (did it recover? it did not)."""
     stats = ctx.node_stats[f.node]
     point = next((p for p in stats.metrics if p.seq == f.seq and p.iteration == f.iteration), None)
-    evidence = []
+    cited = [point] if point is not None else []
+    for other in failing:
+        if other.node == f.node and other is not f:
+            cited += [p for p in stats.metrics if p.seq == other.seq and p.iteration == other.iteration][:1]
     if point is not None:
-        evidence.append(EvidenceLine(f.node, point.file, point.line, point.text, None, point.iteration, "train",
-                                     point.time, 1.0))
+        after = sorted((p for p in stats.metrics if p.file == point.file and p.seq > point.seq), key=lambda p: p.seq)
+        cited += after[:METRIC_FOLLOW_POINTS]
+    evidence, seen = [], set()
+    for rank, p in enumerate(cited):
+        if (p.file, p.line) not in seen:
+            seen.add((p.file, p.line))
+            evidence.append(EvidenceLine(f.node, p.file, p.line, p.text, None, p.iteration, "train", p.time,
+                                         round(1.0 - 0.1 * rank, 2)))
     iteration = f.iteration
     if iteration is None and point is not None:
         occ = Occurrence(point.file, point.line, point.text, point.seq, None, "train", point.time)
@@ -361,6 +375,8 @@ def _metric_finding(ctx: _Context, f) -> Finding:
 FIRST_FAIL_LEAD_SECONDS = 2.0
 LAST_WORDS = 6
 LAST_WORDS_SECONDS = 60.0
+# A Python warning (and the ``warnings.warn(`` line under it) is printed by healthy ranks too: never last words.
+PYTHON_WARNING_RE = re.compile(r"\b[A-Z]\w*Warning: |^\s*(?:\S+\s+)?warnings\.warn\(")
 # Exit status 1 is what Python returns on an uncaught exception (a signal gives a negative code).
 EXIT_CODE_ONE_RE = re.compile(r"exitcode\s*:\s*1\b|\(exitcode: 1\)|exits with return code = 1\b")
 TRACEBACK_FRAME_RE = re.compile(r'(?:^|\]:)\s*File "[^"]+", line \d+|Traceback \(most recent call last\)')
@@ -469,7 +485,7 @@ def _last_words(ctx: _Context, node: str, before: Occurrence) -> list:
         if stats is None:
             continue
         for occ in (stats.first, stats.last):
-            if _just_before(occ, before):
+            if _just_before(occ, before) and not PYTHON_WARNING_RE.search(occ.text):
                 hit = ctx.key_hits.get(key)
                 if hit is None or not (hit.is_benign or hit.is_collateral):
                     seen[(occ.file, occ.seq)] = (key, occ)
@@ -481,7 +497,9 @@ def _last_words(ctx: _Context, node: str, before: Occurrence) -> list:
 
 
 def _just_before(occ: Occurrence, before: Occurrence) -> bool:
-    recent = occ.time is None or before.time is None or before.time - LAST_WORDS_SECONDS <= occ.time <= before.time
+    # A time only carried from an earlier line says nothing of how recent the line is.
+    recent = (occ.time is None or not occ.time_exact or before.time is None
+              or before.time - LAST_WORDS_SECONDS <= occ.time <= before.time)
     if occ.file == before.file:
         return before.seq - 4 * LAST_WORDS <= occ.seq < before.seq and recent
     return occ.time is not None and occ.time_exact and before.time is not None and recent and occ.time < before.time
@@ -490,13 +508,13 @@ def _just_before(occ: Occurrence, before: Occurrence) -> bool:
 def _first_failer_finding(ctx: _Context, node: str) -> Finding:
     first = min(ctx.collateral[node], key=_time_order)
     words = _last_words(ctx, node, first.occ)
-    anchor = words[0][1] if words else first.occ
+    anchor = _exact_anchor(ctx, node, words[0][1]) if words else first.occ
     stage = _stage_of(ctx, node, anchor, None)
     iteration = _iteration_at(ctx, node, anchor, stage)
     crashed_in_python = (
         any(TRACEBACK_FRAME_RE.search(occ.text) for _, occ in words)
         or any(it.hit.fault_rule is not None and it.hit.fault_rule.generic for it in ctx.collateral[node])
-        or _exited_with_status_one(ctx, node))
+        or _exit_status_one(ctx, node) is not None)
     first_rule = first.hit.collateral_rule or first.hit.fault_rule
     # A teardown line that also matches a specific signature (a launcher reporting SIGKILL) hints the cause.
     hinted = sorted((it for it in ctx.collateral[node] if it.hit.fault_rule is not None
@@ -515,8 +533,12 @@ def _first_failer_finding(ctx: _Context, node: str) -> Finding:
     if category == "software":
         category, subcategory = _by_stage(category, subcategory, stage)
     evidence = [_evidence_line(it, it.hit.fault_weight) for it in hinted[:1]]
-    evidence += [EvidenceLine(node, occ.file, occ.line, occ.text, ctx.key_to_template.get(key), occ.iteration,
-                              occ.stage, occ.time, 0.5) for key, occ in reversed(words)]
+    exit_one = _exit_status_one(ctx, node)
+    if exit_one is not None and category == "software":
+        evidence.append(_occurrence_line(ctx, node, *exit_one, 0.5))
+    # Words every node printed (the same warning on all ranks) say nothing about why this one ended.
+    rare = [(key, occ) for key, occ in words if len(ctx.partial.keys[key]) <= max(1, len(ctx.nodes) // 2)]
+    evidence += [_occurrence_line(ctx, node, key, occ, 0.5) for key, occ in reversed(rare)]
     evidence += [_evidence_line(it, 0.4) for it in sorted(ctx.collateral[node], key=_time_order)[:1]
                  if not hinted or it is not hinted[0]]
     summary = _summary(category, subcategory, node, stage, iteration,
@@ -524,13 +546,19 @@ def _first_failer_finding(ctx: _Context, node: str) -> Finding:
     return Finding(category, subcategory, 0.6, summary, node, [], stage, iteration, first.occ.time, evidence)
 
 
-def _exited_with_status_one(ctx: _Context, node: str) -> bool:
-    """Whether the node's launcher reported a worker exit status of 1 (an uncaught Python exception)."""
+def _exit_status_one(ctx: _Context, node: str) -> tuple | None:
+    """(key, occurrence) of the line where the node's launcher reported a worker exit status of 1 (an
+    uncaught Python exception), if it did."""
     for key, per_node in ctx.partial.keys.items():
         stats = per_node.get(node)
         if stats is not None and "exit" in key and EXIT_CODE_ONE_RE.search(stats.first.text):
-            return True
-    return False
+            return key, stats.first
+    return None
+
+
+def _occurrence_line(ctx: _Context, node: str, key: str, occ: Occurrence, score: float) -> EvidenceLine:
+    return EvidenceLine(node, occ.file, occ.line, occ.text, ctx.key_to_template.get(key), occ.iteration, occ.stage,
+                        occ.time, score)
 
 
 def _last_occurrence(ctx: _Context, node: str) -> Occurrence | None:

@@ -129,6 +129,8 @@ REAL_LINES = [
     ("AssertionError: Rank 3: found NaN in local grad norm in backwards pass. Device: 3, node: set-zw04-kubernetes-pc133.mt", "divergence"),
     # loss_divergence/bigscience-tr8b-104B-overflow-skipping-step-17060.log (low weight, but divergence)
     ("[2022-01-19 13:09:13,305] [INFO] [stage_1_and_2.py:1644:step] [deepscale] OVERFLOW! Rank 0 Skipping step. Attempted loss scale: 1048576.0, reducing to 1048576.0", "divergence"),
+    # other/megatron-deepspeed-random-ltd-log-keyboardinterrupt-launcher-kill.log (an operator stop: no fault category)
+    ("KeyboardInterrupt", "unknown"),
     # hang/llamafactory-6953-rank144-heartbeat-monitor-multinode.log
     ("[rank144]:[E ProcessGroupNCCL.cpp:1316] [PG 0 Rank 144] Heartbeat monitor timed out! Process will be terminated after dumping debug info. workMetaList_.size()=1", "hang"),
 ]
@@ -172,7 +174,6 @@ BENIGN_LINES = [
     "[2022-05-01 04:56:13] PULSE: tr11-176B-ml is running for 1-08:27:35 since 2022-04-29T20:28:38 (1528763 on 'gpu_p5' partition (jean-zay-iam[01-34,36-49])",
     # other/megatron-deepspeed-random-ltd-log-keyboardinterrupt-launcher-kill.log (operator stop)
     "NameError: free variable 'kill_cmd' referenced before assignment in enclosing scope",
-    "KeyboardInterrupt",
     # loss_divergence/bigscience-tr1-13B-lm-loss-spike.log (a Megatron iteration line)
     " iteration    29050/  311541 | consumed samples:     10728784 | elapsed time per iteration (ms): 22148.5 | learning rate: 9.849E-05 | global batch size:  1024 | lm loss: 7.343709E+00 | loss scale: 8192.0 | grad norm: 0.000 | num zeros: 0.0 | number of skipped iterations:   0 | number of nan iterations:   0 |",
 ]
