@@ -393,6 +393,10 @@ def _collateral_finding(ctx: _Context, silences: dict) -> tuple:
         return _first_failer_finding(ctx, failer), (
             "its launcher reported the first failure, well before any other node timed out")
     stopper = silence.first_stopper(silences)
+    if stopper is not None and _own_teardown_items(ctx, stopper):
+        # It went quiet because its process exited (its teardown just carries no time): a crash, not a hang.
+        return _first_failer_finding(ctx, stopper), (
+            "stopped logging first, and its launcher reported its worker's exit")
     quiet = [n for n in ctx.nodes if not ctx.collateral.get(n)]
     noisy = [n for n in ctx.nodes if ctx.collateral.get(n)]
     if stopper is not None:
@@ -439,10 +443,7 @@ def _first_to_fail(ctx: _Context) -> str | None:
         # Only the node's own teardown counts (its process exited, its launcher stopped the others): a
         # watchdog timeout means the node was still alive, waiting for someone else, and a teardown the
         # launcher began because it was itself signalled was ordered from outside.
-        killed = [it.occ.time for it in items if it.occ.time is not None and _killed_from_outside(it)]
-        cutoff = min(killed) - KILL_SLACK_SECONDS if killed else float("inf")
-        times = [it.occ.time for it in items if it.occ.time is not None and it.hit.collateral_rule is not None
-                 and not _is_waiting(it) and not _killed_from_outside(it) and it.occ.time < cutoff]
+        times = [it.occ.time for it in _own_teardown_items(ctx, node) if it.occ.time is not None]
         if times:
             firsts[node] = min(times)
     order = sorted(firsts, key=lambda n: (firsts[n], n))
@@ -458,6 +459,27 @@ def _first_to_fail(ctx: _Context) -> str | None:
 
 
 KILL_SLACK_SECONDS = 1.0
+
+
+def _own_teardown_items(ctx: _Context, node: str) -> list:
+    """The node's lines saying its own process ended: not a wait for a peer, not a wrapper exception, and
+    not the teardown its launcher began because it was itself signalled from outside."""
+    items = ctx.collateral.get(node, [])
+    kills = [it.occ for it in items if _killed_from_outside(it)]
+    out = []
+    for it in items:
+        if it.hit.collateral_rule is None or _is_waiting(it) or _killed_from_outside(it):
+            continue
+        if any(_not_before_kill(it.occ, kill) for kill in kills):
+            continue
+        out.append(it)
+    return out
+
+
+def _not_before_kill(occ: Occurrence, kill: Occurrence) -> bool:
+    if occ.time is not None and kill.time is not None:
+        return occ.time >= kill.time - KILL_SLACK_SECONDS
+    return occ.file == kill.file and occ.seq >= kill.seq
 
 
 def _launcher_teardown(it: _Item) -> bool:
