@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 
@@ -10,6 +11,12 @@ from .rules import RuleSet
 
 
 GLOBAL_FLAGS_RE = re.compile(r"^\(\?([aiLmsux]+)\)")
+ZERO_DIGITS = bytes.maketrans(b"123456789", b"000000000")
+MAX_PLANS = 1 << 14  # cached line plans per run; cleared when full (memory stays bounded)
+# the parts of a pattern that treat every ASCII digit alike (or are not about the text at all)
+DIGIT_NEUTRAL_RE = re.compile(r"\\\\|\\[dD]|0-9|\{\d*(?:,\d*)?\}|\(\?P?<\w+>")
+# named backreferences: "12" and "13" differ, their zeroed texts do not
+BACKREFERENCE_RE = re.compile(r"\(\?P=|\\[gk]<")
 
 
 def _alternative(src: str) -> str:
@@ -85,6 +92,56 @@ def candidate_lines(pattern, block: str) -> list:
     return out
 
 
+def digit_blind(rules: list) -> bool:
+    """Whether every rule matches a line exactly as it matches the line with its digits all ``0``.
+
+    True when the patterns mention digits only through classes that hold all of them (``\\d``,
+    ``0-9``, ``.``, ``\\w``, negated classes without digits): then whether a rule matches, and
+    where its groups are, is a function of the zeroed line. Conservative: any other digit in a
+    pattern (a literal, ``[1-9]``, an escape such as ``\\x31``, a backreference) says False.
+    """
+    for rule in rules:
+        src = rule.pattern.pattern
+        if BACKREFERENCE_RE.search(src) or re.search(r"\d", DIGIT_NEUTRAL_RE.sub("", src)):
+            return False
+    return True
+
+
+@dataclass(frozen=True)
+class LinePlan:
+    """What observing a marker line does, as a function of its digit-zeroed text.
+
+    ``kind``: "iteration" (``iter_span`` is where the ``iter`` group is, ``metric_spans`` where each
+    metric rule's ``value`` is, None for a rule that does not match), "stage" (enters ``stage``) or
+    "none". The numbers themselves are read from each line.
+    """
+
+    kind: str
+    iter_span: tuple = (-1, -1)
+    metric_spans: tuple = ()
+    stage: str = ""
+
+
+def plan_line(text: str, markers: Markers) -> LinePlan:
+    """Observe a line the slow way once, recording where the rules matched instead of what they read."""
+    if markers.iteration_any is None or markers.iteration_any.search(text):
+        for rule in markers.iteration_rules:
+            m = rule.search(text)
+            if m:
+                spans = tuple(None if (v := r.search(text)) is None else v.span("value") for r in markers.metric_rules)
+                return LinePlan("iteration", m.span("iter"), spans)
+    if markers.stage_any is None or markers.stage_any.search(text):
+        for rule in markers.stage_rules:
+            if rule.search(text):
+                return LinePlan("stage", stage=rule.category)
+    return LinePlan("none")
+
+
+def _span_text(text: str, span: tuple) -> str | None:
+    """A group's text from its span (None for a group that took no part in the match, like ``group``)."""
+    return None if span[0] < 0 else text[span[0]:span[1]]
+
+
 @dataclass
 class Markers:
     """Compiled marker rules, shared by every stream of a run."""
@@ -94,6 +151,8 @@ class Markers:
     metric_rules: list
     iteration_any: object = None
     stage_any: object = None
+    # zeroed marker text -> what observing it does (see ``plan_line``); None: observe line by line
+    plans: dict | None = None
 
     @classmethod
     def from_rules(cls, rules: RuleSet) -> Markers:
@@ -104,6 +163,12 @@ class Markers:
             iteration_any=_prefilter(rules.iterations),
             stage_any=_prefilter(rules.stages),
         )
+
+    def planned(self) -> Markers:
+        """A copy that observes lines through cached plans when the rules allow it (else self)."""
+        if not digit_blind([*self.iteration_rules, *self.stage_rules, *self.metric_rules]):
+            return self
+        return dataclasses.replace(self, plans={})
 
 
 @dataclass
@@ -120,6 +185,9 @@ class Context:
 
     def observe(self, text: str, time: float | None, seq: int, markers: Markers, where: tuple = ("", 0)) -> None:
         """Update iteration and stage from one line."""
+        if markers.plans is not None:
+            self._observe_planned(text, time, seq, markers, where)
+            return
         if markers.iteration_any is None or markers.iteration_any.search(text):
             if self._observe_iteration(text, time, seq, markers, where):
                 return
@@ -135,31 +203,51 @@ class Context:
             self.stage = stage
             self.stage_changes.append((time, seq, stage, self.iteration))
 
+    def _observe_planned(self, text: str, time: float | None, seq: int, markers: Markers, where: tuple) -> None:
+        """``observe`` through the plan of the line's digit-zeroed text (made on first sight)."""
+        key = text.encode("utf-8", "surrogatepass").translate(ZERO_DIGITS)
+        plan = markers.plans.get(key)
+        if plan is None:
+            plan = plan_line(text, markers)
+            if len(markers.plans) >= MAX_PLANS:
+                markers.plans.clear()
+            markers.plans[key] = plan
+        if plan.kind == "iteration":
+            self._apply_iteration(text, _span_text(text, plan.iter_span), time, seq, markers, where, plan.metric_spans)
+        elif plan.kind == "stage":
+            self.has_stage_markers = True
+            self._enter(plan.stage, time, seq)
+
     def _observe_iteration(self, text: str, time: float | None, seq: int, markers: Markers, where: tuple) -> bool:
         for rule in markers.iteration_rules:
             m = rule.search(text)
             if not m:
                 continue
-            iteration = _as_int(m.group("iter"))
-            if iteration is None:
-                self._enter("train", time, seq)
-                point = read_metrics(text, self.iteration, time, seq, markers.metric_rules)
-                point.file, point.line, point.text = where[0], where[1], text
-                self.metrics.append(point)
-                return True
-            if self.iteration is not None and iteration > self.iteration:
-                step = iteration - self.iteration
-                if self.log_interval is None or step < self.log_interval:
-                    self.log_interval = step
-            self.iteration = iteration
-            self.has_stage_markers = True
-            self._enter("train", time, seq)
-            self.iterations_seen.append((iteration, time))
-            point = read_metrics(text, iteration, time, seq, markers.metric_rules)
-            point.file, point.line, point.text = where[0], where[1], text
-            self.metrics.append(point)
+            self._apply_iteration(text, m.group("iter"), time, seq, markers, where)
             return True
         return False
+
+    def _apply_iteration(self, text: str, value: str | None, time: float | None, seq: int, markers: Markers,
+                         where: tuple, metric_spans: tuple | None = None) -> None:
+        """What an iteration line whose ``iter`` group reads ``value`` does to the context."""
+        iteration = _as_int(value)
+        if iteration is None:
+            self._enter("train", time, seq)
+            point = read_metrics(text, self.iteration, time, seq, markers.metric_rules, metric_spans)
+            point.file, point.line, point.text = where[0], where[1], text
+            self.metrics.append(point)
+            return
+        if self.iteration is not None and iteration > self.iteration:
+            step = iteration - self.iteration
+            if self.log_interval is None or step < self.log_interval:
+                self.log_interval = step
+        self.iteration = iteration
+        self.has_stage_markers = True
+        self._enter("train", time, seq)
+        self.iterations_seen.append((iteration, time))
+        point = read_metrics(text, iteration, time, seq, markers.metric_rules, metric_spans)
+        point.file, point.line, point.text = where[0], where[1], text
+        self.metrics.append(point)
 
 
 def _as_int(value: str | None) -> int | None:
@@ -171,11 +259,20 @@ def _as_int(value: str | None) -> int | None:
         return None
 
 
-def read_metrics(text: str, iteration: int | None, time: float | None, seq: int, rules: list) -> MetricPoint:
-    """Read loss, grad norm, loss scale and iteration time as numbers from an iteration line."""
+def read_metrics(text: str, iteration: int | None, time: float | None, seq: int, rules: list,
+                 spans: tuple | None = None) -> MetricPoint:
+    """Read loss, grad norm, loss scale and iteration time as numbers from an iteration line.
+
+    ``spans``: per rule, where its ``value`` group is in ``text`` (None: no match), from a plan.
+    """
     point = MetricPoint(iteration=iteration, time=time, seq=seq)
-    for rule in rules:
+    for index, rule in enumerate(rules):
         if getattr(point, rule.category) is not None:
+            continue
+        if spans is not None:
+            span = spans[index]
+            if span is not None:
+                setattr(point, rule.category, _as_float(_span_text(text, span)))
             continue
         m = rule.search(text)
         if m:

@@ -99,7 +99,8 @@ def _compile(rules) -> dict:
         # skeleton -> masked key, shared by the Folders of a process that use the same mask rules
         "key_cache": _KEY_CACHES.setdefault(sig, {}),
         # candidates are already known to match some marker: skip the per-line prefilters
-        "observe_markers": dataclasses.replace(markers, iteration_any=None, stage_any=None),
+        # and lines that zero to the same digits are observed through one cached plan
+        "observe_markers": dataclasses.replace(markers, iteration_any=None, stage_any=None).planned(),
         "marker_re": block_marker_pattern(markers),
         "marker_re2": marker_re2(markers) if pa is not None else None,
         "bulk_masker": BulkMasker(masker),
@@ -416,14 +417,21 @@ def iter_blocks(fh, stats: LineStats, max_line_bytes: int):
 
 def _clean_parts(complete: bytes, max_line_bytes: int) -> list | None:
     """The lines of a block when every one is plain (no control bytes, valid UTF-8, not blank, short)."""
-    if len(complete.translate(None, SLOW_BYTES)) != len(complete) or REPLACEMENT_CHAR_UTF8 in complete:
+    if len(complete.translate(None, SLOW_BYTES)) != len(complete):
         return None
-    try:
-        text = complete.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    if "\x1b" in text or CONTROL_RE.search(text):
-        return None
+    if complete.isascii():
+        # SLOW_BYTES covers every ASCII control (ESC too): the C1 controls, bidi marks and
+        # replacement characters that CONTROL_RE and the UTF-8 check look for are all non-ASCII.
+        text = complete.decode("ascii")
+    else:
+        if REPLACEMENT_CHAR_UTF8 in complete:
+            return None
+        try:
+            text = complete.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        if CONTROL_RE.search(text):
+            return None
     parts = text.split("\n")
     if parts and parts[-1] == "":
         parts.pop()

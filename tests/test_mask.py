@@ -145,3 +145,50 @@ def test_builtin_markers_run_in_re2():
     from l4diag.rules import load_rules
 
     assert marker_re2(Markers.from_rules(load_rules())) is not None
+
+
+def _iteration_lines(rng: random.Random, n: int) -> list:
+    """Marker lines whose numbers vary (widths, nan/inf, overflow) under few digit-zeroed shapes."""
+    def num() -> str:
+        return rng.choice([str(rng.randint(0, 10**rng.randint(1, 6))), f"{rng.random() * 10:.3f}", "nan", "inf",
+                           f"{rng.random():.6E}", "1e999", "9" * 400])
+    shapes = [
+        lambda: f"iteration {rng.randint(1, 10**6)}/ 500000 | elapsed time per iteration (ms): {num()} | lm loss: {num()} "
+                f"| loss scale: {num()} | grad norm: {num()} | number of skipped iterations: {rng.randint(0, 2)} |",
+        lambda: f"{{'loss': {num()}, 'grad_norm': {num()}, 'learning_rate': 1e-05, 'epoch': {num()}}}",
+        lambda: f"step {rng.randint(0, 999)} loss: {num()} dt: {num()}ms",
+        lambda: f"global_step={num()} train_loss={num()}",
+        lambda: f"Saving checkpoint at iteration {rng.randint(0, 99)}",
+        lambda: f"successfully loaded checkpoint from /ckpt at iteration {rng.randint(0, 99)}",
+        lambda: f"nothing to see {num()}",
+    ]
+    return [rng.choice(shapes)() for _ in range(n)]
+
+
+def test_planned_observe_equals_line_by_line():
+    from l4diag.context import Context, Markers
+
+    markers = Markers.from_rules(RULES)
+    planned = markers.planned()
+    assert planned.plans is not None
+    rng = random.Random(3)
+    slow, fast = Context(), Context()
+    for seq, text in enumerate(_iteration_lines(rng, 3000)):
+        slow.observe(text, float(seq), seq, markers, ("f", seq))
+        fast.observe(text, float(seq), seq, planned, ("f", seq))
+    assert repr(asdict(fast)) == repr(asdict(slow))  # repr: nan compares unequal to itself
+    assert len(planned.plans) < 1500  # shapes repeat: most lines were observed through a cached plan
+
+
+def test_digit_blind_refuses_rules_that_tell_digits_apart():
+    import regex
+
+    from l4diag.context import digit_blind
+    from l4diag.rules import Rule
+
+    def rule(src: str) -> Rule:
+        return Rule("metrics", "r", "loss", regex.compile(src), "", "")
+
+    assert digit_blind([rule(r"\bloss:\s*(?P<value>[-+]?\d+\.?[0-9]*(?:e\d{1,3})?)\b")])
+    for src in [r"skipped:\s*[1-9]", r"rank 0\b", r"(?P<a>\d)(?P=a)", r"(\d)\1", r"\x31", r"(?:abc){e<=1}"]:
+        assert not digit_blind([rule(src)]), src
