@@ -15,6 +15,7 @@ ZERO_DIGITS = bytes.maketrans(b"123456789", b"000000000")
 MAX_PLANS = 1 << 14  # cached line plans per run; cleared when full (memory stays bounded)
 # the parts of a pattern that treat every ASCII digit alike (or are not about the text at all)
 DIGIT_NEUTRAL_RE = re.compile(r"\\\\|\\[dD]|0-9|\{\d*(?:,\d*)?\}|\(\?P?<\w+>")
+BOUNDED_REPEAT_RE = re.compile(r"\{(\d+),\d+\}")
 # named backreferences: "12" and "13" differ, their zeroed texts do not
 BACKREFERENCE_RE = re.compile(r"\(\?P=|\\[gk]<")
 
@@ -59,7 +60,7 @@ def marker_re2(markers: "Markers") -> str | None:
     rules = list(markers.iteration_rules) + list(markers.stage_rules)
     if not rules:
         return None
-    pattern = "|".join(_alternative(rule.pattern.pattern) for rule in rules)
+    pattern = "|".join(loosen_bounds(_alternative(rule.pattern.pattern)) for rule in rules)
     try:
         import pyarrow as pa
         import pyarrow.compute as pc
@@ -68,6 +69,41 @@ def marker_re2(markers: "Markers") -> str | None:
     except Exception:
         return None
     return pattern
+
+
+def loosen_bounds(src: str) -> str:
+    """``{m,n}`` repeats (outside character classes) made ``{m,}``: matches a superset of lines.
+
+    For the candidate scan only (every candidate is then observed with the exact rules): large
+    bounded repeats such as ``[^}]{0,400}`` blow up RE2's DFA, the unbounded ones cost nothing.
+    """
+    out = []
+    i, n = 0, len(src)
+    in_class = False
+    while i < n:
+        c = src[i]
+        if c == "\\":
+            out.append(src[i:i + 2])
+            i += 2
+            continue
+        if in_class:
+            if c == "]" and not (out and out[-1] in ("[", "[^")):
+                in_class = False
+        elif c == "[":
+            in_class = True
+            if src.startswith("[^", i):
+                out.append("[^")
+                i += 2
+                continue
+        elif c == "{":
+            m = BOUNDED_REPEAT_RE.match(src, i)
+            if m:
+                out.append("{" + m.group(1) + ",}")
+                i = m.end()
+                continue
+        out.append(c)
+        i += 1
+    return "".join(out)
 
 
 def candidate_lines(pattern, block: str) -> list:

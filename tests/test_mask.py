@@ -192,3 +192,12 @@ def test_digit_blind_refuses_rules_that_tell_digits_apart():
     assert digit_blind([rule(r"\bloss:\s*(?P<value>[-+]?\d+\.?[0-9]*(?:e\d{1,3})?)\b")])
     for src in [r"skipped:\s*[1-9]", r"rank 0\b", r"(?P<a>\d)(?P=a)", r"(\d)\1", r"\x31", r"(?:abc){e<=1}"]:
         assert not digit_blind([rule(src)]), src
+
+
+def test_loosen_bounds_only_widens_repeats():
+    from l4diag.context import loosen_bounds
+
+    assert loosen_bounds(r"a[^}]{0,400}b.{0,200}?c\d{1,3}") == r"a[^}]{0,}b.{0,}?c\d{1,}"
+    # not repeats: escaped braces, braces in a class, {n}, and RE2's literal {,n}
+    for src in [r"\{0,4}", r"[{0,4}]", r"[]{1,2}]", r"[^]{1,2}]", r"x{3}", r"x{,9}"]:
+        assert loosen_bounds(src) == src
