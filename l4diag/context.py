@@ -16,6 +16,10 @@ MAX_PLANS = 1 << 14  # cached line plans per run; cleared when full (memory stay
 # the parts of a pattern that treat every ASCII digit alike (or are not about the text at all)
 DIGIT_NEUTRAL_RE = re.compile(r"\\\\|\\[dD]|0-9|\{\d*(?:,\d*)?\}|\(\?P?<\w+>")
 BOUNDED_REPEAT_RE = re.compile(r"\{(\d+),\d+\}")
+# read_metrics: a line says iterations were skipped; SKIPPED_DIGIT_RE finds where that count
+# stands on any line (the digit test is then made on each line, the rest is digit-blind)
+SKIPPED_RE = re.compile(r"number of skipped iterations:\s*[1-9]")
+SKIPPED_DIGIT_RE = re.compile(r"number of skipped iterations:\s*[0-9]")
 # named backreferences: "12" and "13" differ, their zeroed texts do not
 BACKREFERENCE_RE = re.compile(r"\(\?P=|\\[gk]<")
 
@@ -147,14 +151,16 @@ def digit_blind(rules: list) -> bool:
 class LinePlan:
     """What observing a marker line does, as a function of its digit-zeroed text.
 
-    ``kind``: "iteration" (``iter_span`` is where the ``iter`` group is, ``metric_spans`` where each
-    metric rule's ``value`` is, None for a rule that does not match), "stage" (enters ``stage``) or
-    "none". The numbers themselves are read from each line.
+    ``kind``: "iteration" (``iter_span`` is where the ``iter`` group is; ``metric_steps`` is
+    ``(metric, value span)`` of each metric rule that matches, in rule order; ``skip_digits`` where
+    the count of a "number of skipped iterations:" stands), "stage" (enters ``stage``) or "none".
+    The numbers themselves are read from each line.
     """
 
     kind: str
     iter_span: tuple = (-1, -1)
-    metric_spans: tuple = ()
+    metric_steps: tuple = ()
+    skip_digits: tuple = ()
     stage: str = ""
 
 
@@ -164,8 +170,9 @@ def plan_line(text: str, markers: Markers) -> LinePlan:
         for rule in markers.iteration_rules:
             m = rule.search(text)
             if m:
-                spans = tuple(None if (v := r.search(text)) is None else v.span("value") for r in markers.metric_rules)
-                return LinePlan("iteration", m.span("iter"), spans)
+                steps = tuple((r.category, v.span("value")) for r in markers.metric_rules if (v := r.search(text)))
+                skips = tuple(d.end() - 1 for d in SKIPPED_DIGIT_RE.finditer(text))
+                return LinePlan("iteration", m.span("iter"), steps, skips)
     if markers.stage_any is None or markers.stage_any.search(text):
         for rule in markers.stage_rules:
             if rule.search(text):
@@ -249,7 +256,7 @@ class Context:
                 markers.plans.clear()
             markers.plans[key] = plan
         if plan.kind == "iteration":
-            self._apply_iteration(text, _span_text(text, plan.iter_span), time, seq, markers, where, plan.metric_spans)
+            self._apply_iteration(text, _span_text(text, plan.iter_span), time, seq, markers, where, plan)
         elif plan.kind == "stage":
             self.has_stage_markers = True
             self._enter(plan.stage, time, seq)
@@ -264,12 +271,12 @@ class Context:
         return False
 
     def _apply_iteration(self, text: str, value: str | None, time: float | None, seq: int, markers: Markers,
-                         where: tuple, metric_spans: tuple | None = None) -> None:
+                         where: tuple, plan: LinePlan | None = None) -> None:
         """What an iteration line whose ``iter`` group reads ``value`` does to the context."""
         iteration = _as_int(value)
         if iteration is None:
             self._enter("train", time, seq)
-            point = read_metrics(text, self.iteration, time, seq, markers.metric_rules, metric_spans)
+            point = _metrics(text, self.iteration, time, seq, markers, plan)
             point.file, point.line, point.text = where[0], where[1], text
             self.metrics.append(point)
             return
@@ -281,7 +288,7 @@ class Context:
         self.has_stage_markers = True
         self._enter("train", time, seq)
         self.iterations_seen.append((iteration, time))
-        point = read_metrics(text, iteration, time, seq, markers.metric_rules, metric_spans)
+        point = _metrics(text, iteration, time, seq, markers, plan)
         point.file, point.line, point.text = where[0], where[1], text
         self.metrics.append(point)
 
@@ -295,26 +302,37 @@ def _as_int(value: str | None) -> int | None:
         return None
 
 
-def read_metrics(text: str, iteration: int | None, time: float | None, seq: int, rules: list,
-                 spans: tuple | None = None) -> MetricPoint:
-    """Read loss, grad norm, loss scale and iteration time as numbers from an iteration line.
+def _metrics(text: str, iteration: int | None, time: float | None, seq: int, markers: Markers,
+             plan: LinePlan | None) -> MetricPoint:
+    if plan is None:
+        return read_metrics(text, iteration, time, seq, markers.metric_rules)
+    return read_planned_metrics(text, iteration, time, seq, plan)
 
-    ``spans``: per rule, where its ``value`` group is in ``text`` (None: no match), from a plan.
-    """
+
+def read_metrics(text: str, iteration: int | None, time: float | None, seq: int, rules: list) -> MetricPoint:
+    """Read loss, grad norm, loss scale and iteration time as numbers from an iteration line."""
     point = MetricPoint(iteration=iteration, time=time, seq=seq)
-    for index, rule in enumerate(rules):
+    for rule in rules:
         if getattr(point, rule.category) is not None:
-            continue
-        if spans is not None:
-            span = spans[index]
-            if span is not None:
-                setattr(point, rule.category, _as_float(_span_text(text, span)))
             continue
         m = rule.search(text)
         if m:
             setattr(point, rule.category, _as_float(m.group("value")))
-    if "skipped" in text.lower() and re.search(r"number of skipped iterations:\s*[1-9]", text):
+    if "skipped" in text.lower() and SKIPPED_RE.search(text):
         point.skipped = True
+    return point
+
+
+def read_planned_metrics(text: str, iteration: int | None, time: float | None, seq: int, plan: LinePlan) -> MetricPoint:
+    """``read_metrics`` with the rule searches done by the plan: the same point."""
+    point = MetricPoint(iteration=iteration, time=time, seq=seq)
+    for metric, span in plan.metric_steps:
+        if getattr(point, metric) is None:  # the first rule of a metric that reads a number wins
+            setattr(point, metric, _as_float(_span_text(text, span)))
+    for at in plan.skip_digits:
+        if text[at] != "0":  # the plan found a digit there: 1-9 means iterations were skipped
+            point.skipped = True
+            break
     return point
 
 
