@@ -29,6 +29,7 @@ from bisect import bisect_right
 from collections import Counter
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 from .context import block_marker_pattern, candidate_lines, marker_re2
 from .lines import (
@@ -521,8 +522,18 @@ _MONTHS3 = np.array([int.from_bytes(m.encode(), "big") for m in MONTH_NAMES], dt
 WIDTH = 28
 # ISO layout "YYYY-MM-DD?HH:MM:SS" (? one of "T _"): which columns are digits and which are fixed
 _ISO_DIGITS = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18]
-_ISO_FIXED = {4: b"-", 7: b"-", 10: b"T _", 13: b":", 16: b":"}
-_COLON_BRACKET = re.compile(rb"\]:\[")
+_ISO_FIXED_COLS = [4, 7, 13, 16]
+_ISO_FIXED_BYTES = np.frombuffer(b"--::", dtype=np.uint8)
+_ISO_SEP = np.zeros(256, dtype=bool)
+_ISO_SEP[list(b"T _")] = True
+_BRACKET = np.zeros(256, dtype=bool)
+_BRACKET[list(b"[(")] = True
+_LETTER = np.zeros(256, dtype=bool)
+_LETTER[list(b"IWEFJMASOND")] = True
+_GLOG = np.zeros(256, dtype=bool)
+_GLOG[list(b"IWEF")] = True
+_FRAC_WEIGHTS = 10 ** np.arange(5, -1, -1, dtype=np.int64)
+_POW10 = 10 ** np.arange(7, dtype=np.int64)
 
 
 class BulkTimes:
@@ -547,63 +558,49 @@ class BulkTimes:
         starts[1:] = nl[:-1] + 1
         padded = np.concatenate([buf, np.zeros(WIDTH, dtype=np.uint8)])
         # the first WIDTH bytes of every line (bytes past a line's newline are the next line's, but
-        # every test below needs a contiguous run of non-newline bytes from the start, so they never count)
-        w = padded[starts[:, None] + np.arange(WIDTH)]
+        # every test below needs a contiguous run of non-newline bytes from the start, so they never
+        # count), copied row by row from a sliding-window view of the block
+        w = as_strided(padded, shape=(len(buf) + 1, WIDTH), strides=(1, 1), writeable=False)[starts]
         first = w[:, 0]
-        bracket = (first == ord("[")) | (first == ord("("))
+        bracket = _BRACKET[first]
         rows = np.arange(n)
+        shifted = w[:, :-1]
         if bracket.any():
-            shifted = np.where(bracket[:, None], w[:, 1:], w[:, :-1])
-        else:
-            shifted = w[:, :-1]
-
-        def col(j):
-            return shifted[:, j]
-
-        iso = _FIRST_OK[first].copy()
-        for j in _ISO_DIGITS:
-            iso &= _IS_DIGIT[col(j)]
-        for j, allowed in _ISO_FIXED.items():
-            c = col(j)
-            ok = np.zeros(n, dtype=bool)
-            for a in allowed:
-                ok |= c == a
-            iso &= ok
+            shifted = shifted.copy()
+            shifted[bracket] = w[bracket, 1:]
+        first_ok = _FIRST_OK[first]
+        digits = shifted[:, :26] - np.uint8(48)  # wraps: any non-digit byte becomes >= 10
+        is_digit = digits < 10
+        iso = first_ok & is_digit[:, _ISO_DIGITS].all(axis=1)
+        iso &= (shifted[:, _ISO_FIXED_COLS] == _ISO_FIXED_BYTES).all(axis=1) & _ISO_SEP[shifted[:, 10]]
         # lines the regex could still match some other way: to the parser
-        maybe = _FIRST_OK[first] & ~iso
-        letter = np.isin(first, np.frombuffer(b"IWEFJMASOND", dtype=np.uint8))
-        glog_like = np.isin(first, np.frombuffer(b"IWEF", dtype=np.uint8)) & _IS_DIGIT[w[:, 1]]
-        head3 = (w[:, 0].astype(np.int64) << 16) | (w[:, 1].astype(np.int64) << 8) | w[:, 2]
-        month_like = np.isin(head3, _MONTHS3) & (w[:, 3] == 32)
-        maybe &= ~letter | glog_like | month_like
-        if _COLON_BRACKET.search(raw):
-            pos = np.array([m.start() for m in _COLON_BRACKET.finditer(raw)], dtype=np.int64)
+        maybe = first_ok & ~iso
+        letter = _LETTER[first]
+        if letter.any():
+            glog_like = _GLOG[first] & _IS_DIGIT[w[:, 1]]
+            head3 = (w[:, 0].astype(np.int64) << 16) | (w[:, 1].astype(np.int64) << 8) | w[:, 2]
+            month_like = letter & np.isin(head3, _MONTHS3) & (w[:, 3] == 32)
+            maybe &= ~letter | glog_like | month_like
+        pos = _colon_brackets(buf)
+        if len(pos):
             lines_with = np.unique(np.searchsorted(starts, pos, side="right") - 1)
             flag = np.zeros(n, dtype=bool)
             flag[lines_with] = True
-            maybe |= flag & _FIRST_OK[first]
+            maybe |= flag & first_ok
             iso &= ~flag  # "x]:[YYYY-..." is not the plain layout
         out = np.full(n, np.nan)
-
-        def num(j, k):
-            v = np.zeros(n, dtype=np.int64)
-            for t in range(k):
-                v = v * 10 + (col(j + t).astype(np.int64) - 48)
-            return v
-
         if iso.any():
-            y, mo, d, h, mi, sec = num(0, 4), num(5, 2), num(8, 2), num(11, 2), num(14, 2), num(17, 2)
-            sep = col(19)
-            has_frac = ((sep == ord(".")) | (sep == ord(","))) & _IS_DIGIT[col(20)]
-            fval = np.zeros(n, dtype=np.int64)
-            flen = np.zeros(n, dtype=np.int64)
-            going = has_frac.copy()
-            for t in range(6):
-                c = col(20 + t)
-                going &= _IS_DIGIT[c]
-                fval = np.where(going, fval * 10 + (c.astype(np.int64) - 48), fval)
-                flen += going
-            valid = iso & (y >= 1) & (mo >= 1) & (mo <= 12) & (d >= 1) & (d <= 31) & (h < 24)
+            num = digits.astype(np.int64)
+            y = num[:, 0] * 1000 + num[:, 1] * 100 + num[:, 2] * 10 + num[:, 3]
+            mo, d, h, mi, sec = (num[:, j] * 10 + num[:, j + 1] for j in (5, 8, 11, 14, 17))
+            sep = shifted[:, 19]
+            has_frac = ((sep == ord(".")) | (sep == ord(","))) & is_digit[:, 20]
+            # up to 6 fraction digits: the run of digits after the separator, read as an integer
+            run = np.logical_and.accumulate(is_digit[:, 20:26], axis=1) & has_frac[:, None]
+            flen = run.sum(axis=1)
+            fval = (np.where(run, num[:, 20:26], 0) * _FRAC_WEIGHTS).sum(axis=1) // _POW10[6 - flen]
+            # as TimestampParser: impossible dates and years no real log has are no time
+            valid = iso & (y >= 1970) & (y <= 2200) & (mo >= 1) & (mo <= 12) & (d >= 1) & (d <= 31) & (h < 24)
             days = _days_from_civil(y, np.clip(mo, 1, 12)) + d - 1
             base = (((days * 24 + h) * 60 + mi) * 60 + sec).astype(np.float64)
             frac = np.where(flen > 0, fval / np.power(10.0, flen), 0.0)
@@ -647,6 +644,12 @@ class BulkTimes:
     def _python(texts: list, parser: TimestampParser) -> np.ndarray:
         parse = parser.parse
         return np.array([np.nan if (t := parse(x)) is None else t for x in texts], dtype=np.float64)
+
+
+def _colon_brackets(buf: np.ndarray) -> np.ndarray:
+    """Offsets of every ``]:[`` in a block (numpy: faster than a bytes search on log text)."""
+    at = np.flatnonzero(buf[:-2] == ord("]"))
+    return at[(buf[at + 1] == ord(":")) & (buf[at + 2] == ord("["))]
 
 
 def _sets_year(text: str) -> bool:

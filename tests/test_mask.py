@@ -201,3 +201,15 @@ def test_loosen_bounds_only_widens_repeats():
     # not repeats: escaped braces, braces in a class, {n}, and RE2's literal {,n}
     for src in [r"\{0,4}", r"[{0,4}]", r"[]{1,2}]", r"[^]{1,2}]", r"x{3}", r"x{,9}"]:
         assert loosen_bounds(src) == src
+
+
+def test_bulk_times_equal_the_parser_on_odd_dates():
+    from l4diag.lines import TimestampParser
+
+    texts = ["1969-12-31 23:59:59 a", "2300-01-01 00:00:00 b", "0001-01-01 00:00:00 c", "2024-02-31 10:00:00 d",
+             "2024-01-01 10:99:99.123456789 e", "[2024-01-01T10:00:00,5] f", "2024-01-01 10:00:00.000123 g",
+             "2024-01-01 10:00:00. h", "x]:[2024-01-01 10:00:00 i", "(2024-13-01 10:00:00) j"]
+    parser = TimestampParser()
+    expected = [parser.parse(t) for t in texts]
+    got = fastmap.BulkTimes().compute(texts, TimestampParser())
+    assert [None if v != v else float(v) for v in got] == expected
