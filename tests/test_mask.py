@@ -213,3 +213,25 @@ def test_bulk_times_equal_the_parser_on_odd_dates():
     expected = [parser.parse(t) for t in texts]
     got = fastmap.BulkTimes().compute(texts, TimestampParser())
     assert [None if v != v else float(v) for v in got] == expected
+
+
+def test_joined_masking_keeps_each_line_apart():
+    """Masking many lines joined by newlines must give each line's own key (anchors, word edges,
+    empty and blank lines, matches that would run into the next line)."""
+    masker = Masker(RULES)
+    bulk = fastmap.BulkMasker(masker)
+    assert bulk.joined
+    rng = random.Random(1)
+    pieces = ["a:1:2 [3] x", "0x1f", "deadbeef12", " ", "\t", "12.5e-3", "1.2.3.4:80", "2024-01-01 10:00:00,5",
+              "I0101 10:00:00.1", "", "  lead", "trail  ", "abc-def", "1234-5678", "<NODE>", "ff",
+              "12345678-1234-1234-1234-123456789abc"]
+    texts = ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 6))) for _ in range(3000)]
+    assert bulk.keys(texts) == [masker.key(t, None) for t in texts]
+
+
+def test_line_local_refuses_patterns_that_can_see_a_line_end():
+    for src in [r"\s+", r"[^a]", r"(?s).", r"(?<=x)y", r"x(?=\d)", r"a\nb", r"[\t-\r]", r"[[:space:]]", r"\x0a",
+                r"\Ax", r"a\Z", r"\p{Cc}", r"\W", r"\D"]:
+        assert not fastmap.line_local(src, ""), src
+    assert fastmap.line_local(r"^(?:\S+?):\d+ \[\d+\]\b", "<X>")
+    assert not fastmap.line_local(r"\d", "a\nb")
