@@ -15,9 +15,7 @@ and merge correctly. Until then a single huge stream is mapped by one worker.
 
 from __future__ import annotations
 
-import importlib
 import os
-import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -83,9 +81,7 @@ def map_all(paths: list, options: RunOptions, rules: RuleSet) -> Partial:
     partials = []
     if jobs > 1 and len(pooled) > 1:
         with ProcessPoolExecutor(max_workers=min(jobs, len(pooled))) as pool:
-            results = pool.map(_worker_map, [(s, options.rule_files, map_options) for s in pooled])
-            _warm_up_imports()  # after map(): the workers are forked, no thread runs across a fork
-            for part in results:
+            for part in pool.map(_worker_map, [(s, options.rule_files, map_options) for s in pooled]):
                 partials.append(part)
                 done += 1
                 _progress(options, done, total)
@@ -99,23 +95,6 @@ def map_all(paths: list, options: RunOptions, rules: RuleSet) -> Partial:
         merged.merge(part)
     merged.accounting.warnings = collapse_warnings(merged.accounting.warnings)
     return merged
-
-
-# Modules the reduce step imports lazily that take seconds to import (scikit-learn pulls in
-# scipy.stats, 1-3 s). While the pool maps, this process only waits: import them then.
-WARM_UP_MODULES = ("sklearn.ensemble",)
-
-
-def _warm_up_imports() -> None:
-    """Import ``WARM_UP_MODULES`` in a background thread (the later import then finds them done)."""
-    def run() -> None:
-        for name in WARM_UP_MODULES:
-            try:
-                importlib.import_module(name)
-            except Exception:  # noqa: BLE001 - the real import later reports any problem
-                pass
-
-    threading.Thread(target=run, name="l4diag-warm-up", daemon=True).start()
 
 
 def _progress(options: RunOptions, done: int, total: int) -> None:
