@@ -59,6 +59,7 @@ DIGITS_STR = str.maketrans("123456789", "000000000")
 # bytes that force the line-by-line path: C0 controls except \t and \n (this includes \r and ESC), DEL
 SLOW_BYTES = bytes(list(range(0, 9)) + list(range(11, 32)) + [127])
 REPLACEMENT_CHAR_UTF8 = "\ufffd".encode()
+NUMPY_MIN_LINES = 512  # batches at least this long count keys with numpy
 MAX_SKELETON_CACHE = 1 << 16  # entries; cleared when full (memory stays bounded on unique hex ids)
 _KEY_CACHES: dict = {}
 
@@ -290,37 +291,15 @@ class Folder(SlowFolder):
                               None if t != t else float(t), bool(exact[i]) or t != t)
 
         key_cache = self.key_cache
-        segs = []
-        missing = set()
-        for a, b, stage in runs:
-            seg = skels[a:b] if (a, b) != (0, n) else skels
-            counts = Counter(seg)
-            missing.update(sk for sk in counts if sk not in key_cache)
-            segs.append((a, b, stage, seg, counts))
+        distinct = dict.fromkeys(skels)  # in order of first appearance
+        missing = [sk for sk in distinct if sk not in key_cache]
         if missing:
             if len(key_cache) + len(missing) > MAX_SKELETON_CACHE:
                 key_cache.clear()
-                missing = {sk for *_, counts in segs for sk in counts}
-            missing = list(missing)
+                missing = list(distinct)
             key_cache.update(zip(missing, self.bulk_masker.keys(missing)))
-        for a, b, stage, seg, counts in segs:
-            last = dict(zip(seg, range(a, b)))
-            first = dict(zip(reversed(seg), range(b - 1, a - 1, -1))) if len(counts) < b - a else last
-            # per key: count, first and last index over its skeletons
-            agg: dict = {}
-            for sk, c in counts.items():
-                key = key_cache[sk]
-                g = agg.get(key)
-                if g is None:
-                    agg[key] = [c, first[sk], last[sk]]
-                else:
-                    g[0] += c
-                    fi, li = first[sk], last[sk]
-                    if fi < g[1]:
-                        g[1] = fi
-                    if li > g[2]:
-                        g[2] = li
-            for key, (c, fi, li) in agg.items():
+        for stage, key_stats in _stage_run_keys(skels, distinct, key_cache, runs):
+            for key, c, fi, li in key_stats:
                 e = local.get(key)
                 if e is None:
                     first_occ = occ(fi)
@@ -348,6 +327,45 @@ class Folder(SlowFolder):
                 ks.last = last
                 ks.stages.update(stages)
         self._finish(fold, display)
+
+
+def _stage_run_keys(skels: list, distinct: dict, key_cache: dict, runs: list):
+    """Per stage run ``(a, b, stage)`` of a batch: ``(stage, [(key, count, first, last), ...])``,
+    keys in order of first appearance in the run, first/last as indices into the batch.
+
+    Large batches count with numpy (a stable argsort of per-line key ids); small ones (many nodes of
+    a combined file in one block) with dicts, where numpy's per-call cost would dominate.
+    """
+    if len(skels) < NUMPY_MIN_LINES:
+        line_keys = list(map(key_cache.__getitem__, skels))
+        for a, b, stage in runs:
+            seg = line_keys[a:b]
+            last = dict(zip(seg, range(a, b)))
+            first = dict(zip(reversed(seg), range(b - 1, a - 1, -1)))
+            yield stage, [(key, c, first[key], last[key]) for key, c in Counter(seg).items()]
+        return
+    key_ids: dict = {}
+    skel_key = np.array([key_ids.setdefault(key_cache[sk], len(key_ids)) for sk in distinct], dtype=np.int64)
+    position = dict(zip(distinct, range(len(distinct))))
+    line_key = skel_key[np.fromiter(map(position.__getitem__, skels), dtype=np.int64, count=len(skels))]
+    names = list(key_ids)
+    for a, b, stage in runs:
+        yield stage, _run_key_stats(line_key[a:b], a, names)
+
+
+def _run_key_stats(line_key: np.ndarray, offset: int, names: list) -> list:
+    """``[(key, count, first, last)]`` of one run's per-line key ids, in order of first appearance."""
+    if not len(line_key):
+        return []
+    order = np.argsort(line_key, kind="stable")  # stable: within a key, lines stay in order
+    ordered = line_key[order]
+    starts = np.flatnonzero(np.concatenate([[True], ordered[1:] != ordered[:-1]]))
+    ends = np.append(starts[1:], len(ordered))
+    firsts = order[starts] + offset
+    lasts = order[ends - 1] + offset
+    by_first = np.argsort(firsts)
+    return [(names[k], c, f, la) for k, c, f, la in zip(ordered[starts][by_first].tolist(), (ends - starts)[by_first].tolist(),
+                                                         firsts[by_first].tolist(), lasts[by_first].tolist())]
 
 
 def _carry_times(times: np.ndarray, fold: _NodeFold, base_seq: int) -> None:

@@ -40,7 +40,9 @@ def fold_both(path) -> tuple:
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_fast_equals_reference_on_test_runs(tmp_path, layout):
+@pytest.mark.parametrize("numpy_min", [512, 1])
+def test_fast_equals_reference_on_test_runs(tmp_path, monkeypatch, layout, numpy_min):
+    monkeypatch.setattr(fastmap, "NUMPY_MIN_LINES", numpy_min)
     slow, fast = fold_both(write_layout(tmp_path / layout, layout))
     assert fast == slow
 
@@ -91,10 +93,12 @@ def _hostile(rng: random.Random, n: int, dirty: bool) -> bytes:
     return data
 
 
-@pytest.mark.parametrize("seed,dirty", [(1, False), (2, False), (3, True)])
-def test_fast_equals_reference_on_hostile_lines(tmp_path, monkeypatch, seed, dirty):
-    # small blocks: many block boundaries, year and context carried across them
+@pytest.mark.parametrize("seed,dirty,numpy_min", [(1, False, 512), (2, False, 1), (3, True, 512), (4, True, 1)])
+def test_fast_equals_reference_on_hostile_lines(tmp_path, monkeypatch, seed, dirty, numpy_min):
+    # small blocks: many block boundaries, year and context carried across them; key counting
+    # both with dicts (small batches) and numpy (every batch)
     monkeypatch.setattr(lines_mod, "READ_BLOCK", 8192)
+    monkeypatch.setattr(fastmap, "NUMPY_MIN_LINES", numpy_min)
     path = tmp_path / "gpu-node-01.log"
     path.write_bytes(_hostile(random.Random(seed), 3000, dirty))
     slow, fast = fold_both(path)
