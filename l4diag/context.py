@@ -20,8 +20,9 @@ BOUNDED_REPEAT_RE = re.compile(r"\{(\d+),\d+\}")
 # stands on any line (the digit test is then made on each line, the rest is digit-blind)
 SKIPPED_RE = re.compile(r"number of skipped iterations:\s*[1-9]")
 SKIPPED_DIGIT_RE = re.compile(r"number of skipped iterations:\s*[0-9]")
-# named backreferences: "12" and "13" differ, their zeroed texts do not
-BACKREFERENCE_RE = re.compile(r"\(\?P=|\\[gk]<")
+# what tells digits apart without writing one: named backreferences ("12" and "13" differ, their
+# zeroed texts do not) and named characters (\N{DIGIT ONE})
+DIGIT_TELLING_RE = re.compile(r"\(\?P=|\\[gk]<|\\N\{")
 
 
 def _alternative(src: str) -> str:
@@ -142,7 +143,7 @@ def digit_blind(rules: list) -> bool:
     """
     for rule in rules:
         src = rule.pattern.pattern
-        if BACKREFERENCE_RE.search(src) or re.search(r"\d", DIGIT_NEUTRAL_RE.sub("", src)):
+        if DIGIT_TELLING_RE.search(src) or re.search(r"\d", DIGIT_NEUTRAL_RE.sub("", src)):
             return False
     return True
 

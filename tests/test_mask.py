@@ -194,7 +194,7 @@ def test_digit_blind_refuses_rules_that_tell_digits_apart():
         return Rule("metrics", "r", "loss", regex.compile(src), "", "")
 
     assert digit_blind([rule(r"\bloss:\s*(?P<value>[-+]?\d+\.?[0-9]*(?:e\d{1,3})?)\b")])
-    for src in [r"skipped:\s*[1-9]", r"rank 0\b", r"(?P<a>\d)(?P=a)", r"(\d)\1", r"\x31", r"(?:abc){e<=1}"]:
+    for src in [r"skipped:\s*[1-9]", r"rank 0\b", r"(?P<a>\d)(?P=a)", r"(\d)\1", r"\x31", r"(?:abc){e<=1}", r"\N{DIGIT ONE}"]:
         assert not digit_blind([rule(src)]), src
 
 
