@@ -196,6 +196,12 @@ def test_digit_blind_refuses_rules_that_tell_digits_apart():
     assert digit_blind([rule(r"\bloss:\s*(?P<value>[-+]?\d+\.?[0-9]*(?:e\d{1,3})?)\b")])
     for src in [r"skipped:\s*[1-9]", r"rank 0\b", r"(?P<a>\d)(?P=a)", r"(\d)\1", r"\x31", r"(?:abc){e<=1}", r"\N{DIGIT ONE}"]:
         assert not digit_blind([rule(src)]), src
+    # one such rule and every marker line is observed line by line again
+    from l4diag.context import Markers
+
+    markers = Markers.from_rules(RULES)
+    markers.metric_rules = [*markers.metric_rules, Rule("metrics", "r", "loss", regex.compile(r"loss=(?P<value>[1-9])"), "", "")]
+    assert markers.planned() is markers and markers.plans is None
 
 
 def test_loosen_bounds_only_widens_repeats():
