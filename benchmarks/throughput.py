@@ -12,6 +12,7 @@ import argparse
 import glob
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -55,8 +56,18 @@ def tree_rss_kb(pid: int) -> tuple:
     return total, pss
 
 
+def children_cpu() -> float:
+    """User + system CPU seconds of every waited-for descendant so far (pool workers included)."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
 def run_measured(cmd: list, **kw) -> tuple:
-    """Run a command; return (seconds, (peak RSS sum, peak PSS sum) of its process tree in MB, stdout)."""
+    """Run a command; return (seconds, (peak RSS sum, peak PSS sum) of its process tree in MB, stdout, CPU seconds).
+
+    CPU seconds (user + system over the process tree) say how much work was done: on a machine
+    shared with other jobs they vary far less than wall time."""
+    cpu0 = children_cpu()
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
     peak = [0, 0]
@@ -76,7 +87,7 @@ def run_measured(cmd: list, **kw) -> tuple:
     th.join()
     if proc.returncode not in (0, 1):
         raise RuntimeError(f"{cmd} failed ({proc.returncode}): {err.decode()[-2000:]}")
-    return dt, (peak[0] / 1024, peak[1] / 1024), out
+    return dt, (peak[0] / 1024, peak[1] / 1024), out, children_cpu() - cpu0
 
 
 def l4diag_cmd(run: str, jobs: int) -> list:
@@ -89,9 +100,12 @@ def files_of(run: str) -> list:
 
 
 def shell(cmd: str) -> float:
+    cpu0 = children_cpu()
     t0 = time.perf_counter()
     subprocess.run(["bash", "-c", cmd], check=True, stdout=subprocess.DEVNULL, env={**os.environ, "LC_ALL": "C"})
-    return time.perf_counter() - t0
+    dt = time.perf_counter() - t0
+    print(f"  {cmd[-60:]}: {dt:.2f} s, {children_cpu() - cpu0:.2f} CPU s", flush=True)
+    return dt
 
 
 def drain3_rate(run: str, sample: int) -> tuple:
@@ -115,10 +129,10 @@ def drain3_rate(run: str, sample: int) -> tuple:
 
 
 def diagnose_once(run: str, jobs: int) -> dict:
-    dt, rss, out = run_measured(l4diag_cmd(run, jobs), env={**os.environ, "PYTHONPATH": os.path.dirname(HERE)})
+    dt, rss, out, cpu = run_measured(l4diag_cmd(run, jobs), env={**os.environ, "PYTHONPATH": os.path.dirname(HERE)})
     report = json.loads(out)
     culprit = next((n["node"] for n in report.get("nodes", []) if n.get("role") == "culprit"), None)
-    return {"seconds": dt, "peak_rss_mb": rss[0], "peak_pss_mb": rss[1], "timings": report.get("timings"), "culprit": culprit,
+    return {"seconds": dt, "cpu_seconds": cpu, "peak_rss_mb": rss[0], "peak_pss_mb": rss[1], "timings": report.get("timings"), "culprit": culprit,
             "lines": report["input"]["lines_read"]}
 
 
@@ -161,7 +175,7 @@ def main() -> None:
             res[jobs] = r
             label = "l4diag diagnose --jobs 1" if jobs == 1 else f"l4diag diagnose --jobs 0 ({os.cpu_count()} cores)"
             rows.append((label, r["seconds"]))
-            print(f"{label}: {r['seconds']:.2f} s, peak RSS {r['peak_rss_mb']:.0f} MB (PSS {r['peak_pss_mb']:.0f} MB), timings {r['timings']}, "
+            print(f"{label}: {r['seconds']:.2f} s ({r['cpu_seconds']:.2f} CPU s), peak RSS {r['peak_rss_mb']:.0f} MB (PSS {r['peak_pss_mb']:.0f} MB), timings {r['timings']}, "
                   f"culprit {r['culprit']}", flush=True)
         print()
         print(f"{'contender':62s} {'seconds':>9s} {'lines/s':>12s}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 
@@ -10,6 +11,18 @@ from .rules import RuleSet
 
 
 GLOBAL_FLAGS_RE = re.compile(r"^\(\?([aiLmsux]+)\)")
+ZERO_DIGITS = bytes.maketrans(b"123456789", b"000000000")
+MAX_PLANS = 1 << 14  # cached line plans per run; cleared when full (memory stays bounded)
+# the parts of a pattern that treat every ASCII digit alike (or are not about the text at all)
+DIGIT_NEUTRAL_RE = re.compile(r"\\\\|\\[dD]|0-9|\{\d*(?:,\d*)?\}|\(\?P?<\w+>")
+BOUNDED_REPEAT_RE = re.compile(r"\{(\d+),\d+\}")
+# read_metrics: a line says iterations were skipped; SKIPPED_DIGIT_RE finds where that count
+# stands on any line (the digit test is then made on each line, the rest is digit-blind)
+SKIPPED_RE = re.compile(r"number of skipped iterations:\s*[1-9]")
+SKIPPED_DIGIT_RE = re.compile(r"number of skipped iterations:\s*[0-9]")
+# what tells digits apart without writing one: named backreferences ("12" and "13" differ, their
+# zeroed texts do not) and named characters (\N{DIGIT ONE})
+DIGIT_TELLING_RE = re.compile(r"\(\?P=|\\[gk]<|\\N\{")
 
 
 def _alternative(src: str) -> str:
@@ -52,7 +65,7 @@ def marker_re2(markers: "Markers") -> str | None:
     rules = list(markers.iteration_rules) + list(markers.stage_rules)
     if not rules:
         return None
-    pattern = "|".join(_alternative(rule.pattern.pattern) for rule in rules)
+    pattern = "|".join(loosen_bounds(_alternative(rule.pattern.pattern)) for rule in rules)
     try:
         import pyarrow as pa
         import pyarrow.compute as pc
@@ -61,6 +74,41 @@ def marker_re2(markers: "Markers") -> str | None:
     except Exception:
         return None
     return pattern
+
+
+def loosen_bounds(src: str) -> str:
+    """``{m,n}`` repeats (outside character classes) made ``{m,}``: matches a superset of lines.
+
+    For the candidate scan only (every candidate is then observed with the exact rules): large
+    bounded repeats such as ``[^}]{0,400}`` blow up RE2's DFA, the unbounded ones cost nothing.
+    """
+    out = []
+    i, n = 0, len(src)
+    in_class = False
+    while i < n:
+        c = src[i]
+        if c == "\\":
+            out.append(src[i:i + 2])
+            i += 2
+            continue
+        if in_class:
+            if c == "]" and not (out and out[-1] in ("[", "[^")):
+                in_class = False
+        elif c == "[":
+            in_class = True
+            if src.startswith("[^", i):
+                out.append("[^")
+                i += 2
+                continue
+        elif c == "{":
+            m = BOUNDED_REPEAT_RE.match(src, i)
+            if m:
+                out.append("{" + m.group(1) + ",}")
+                i = m.end()
+                continue
+        out.append(c)
+        i += 1
+    return "".join(out)
 
 
 def candidate_lines(pattern, block: str) -> list:
@@ -85,6 +133,66 @@ def candidate_lines(pattern, block: str) -> list:
     return out
 
 
+def digit_blind(rules: list) -> bool:
+    """Whether every rule matches a line exactly as it matches the line with its digits all ``0``.
+
+    True when the patterns mention digits only through classes that hold all of them (``\\d``,
+    ``0-9``, ``.``, ``\\w``, negated classes without digits): then whether a rule matches, and
+    where its groups are, is a function of the zeroed line. Conservative: any other digit in a
+    pattern (a literal, ``[1-9]``, an escape such as ``\\x31``, a backreference) says False.
+    """
+    for rule in rules:
+        src = rule.pattern.pattern
+        if DIGIT_TELLING_RE.search(src) or re.search(r"\d", DIGIT_NEUTRAL_RE.sub("", src)):
+            return False
+    return True
+
+
+@dataclass(frozen=True)
+class LinePlan:
+    """What observing a marker line does, as a function of its digit-zeroed text.
+
+    ``kind``: "iteration" (``iter_span`` is where the ``iter`` group is -- for a stage marker, the
+    iteration it names, if any; ``metric_steps`` is
+    ``(metric, value span)`` of each metric rule that matches, in rule order; ``skip_digits`` where
+    the count of a "number of skipped iterations:" stands), "stage" (enters ``stage``) or "none".
+    The numbers themselves are read from each line.
+    """
+
+    kind: str
+    iter_span: tuple = (-1, -1)
+    metric_steps: tuple = ()
+    skip_digits: tuple = ()
+    stage: str = ""
+
+
+def plan_line(text: str, markers: Markers) -> LinePlan:
+    """Observe a line the slow way once, recording where the rules matched instead of what they read."""
+    if markers.iteration_any is None or markers.iteration_any.search(text):
+        for rule in markers.iteration_rules:
+            m = rule.search(text)
+            if m:
+                steps = tuple((r.category, v.span("value")) for r in markers.metric_rules if (v := r.search(text)))
+                skips = tuple(d.end() - 1 for d in SKIPPED_DIGIT_RE.finditer(text))
+                return LinePlan("iteration", m.span("iter"), steps, skips)
+    if markers.stage_any is None or markers.stage_any.search(text):
+        for rule in markers.stage_rules:
+            m = rule.search(text)
+            if m:
+                return LinePlan("stage", iter_span=_iter_span(m), stage=rule.category)
+    return LinePlan("none")
+
+
+def _iter_span(m) -> tuple:
+    """Where a stage marker's optional ``iter`` group (the iteration it names) is, or (-1, -1)."""
+    return m.span("iter") if "iter" in m.re.groupindex else (-1, -1)
+
+
+def _span_text(text: str, span: tuple) -> str | None:
+    """A group's text from its span (None for a group that took no part in the match, like ``group``)."""
+    return None if span[0] < 0 else text[span[0]:span[1]]
+
+
 @dataclass
 class Markers:
     """Compiled marker rules, shared by every stream of a run."""
@@ -94,6 +202,8 @@ class Markers:
     metric_rules: list
     iteration_any: object = None
     stage_any: object = None
+    # zeroed marker text -> what observing it does (see ``plan_line``); None: observe line by line
+    plans: dict | None = None
 
     @classmethod
     def from_rules(cls, rules: RuleSet) -> Markers:
@@ -104,6 +214,12 @@ class Markers:
             iteration_any=_prefilter(rules.iterations),
             stage_any=_prefilter(rules.stages),
         )
+
+    def planned(self) -> Markers:
+        """A copy that observes lines through cached plans when the rules allow it (else self)."""
+        if not digit_blind([*self.iteration_rules, *self.stage_rules, *self.metric_rules]):
+            return self
+        return dataclasses.replace(self, plans={})
 
 
 @dataclass
@@ -120,6 +236,9 @@ class Context:
 
     def observe(self, text: str, time: float | None, seq: int, markers: Markers, where: tuple = ("", 0)) -> None:
         """Update iteration and stage from one line."""
+        if markers.plans is not None:
+            self._observe_planned(text, time, seq, markers, where)
+            return
         if markers.iteration_any is None or markers.iteration_any.search(text):
             if self._observe_iteration(text, time, seq, markers, where):
                 return
@@ -139,31 +258,51 @@ class Context:
             at = iteration if iteration is not None else self.iteration
             self.stage_changes.append(StageChange(time, seq, stage, at, file))
 
+    def _observe_planned(self, text: str, time: float | None, seq: int, markers: Markers, where: tuple) -> None:
+        """``observe`` through the plan of the line's digit-zeroed text (made on first sight)."""
+        key = text.encode("utf-8", "surrogatepass").translate(ZERO_DIGITS)
+        plan = markers.plans.get(key)
+        if plan is None:
+            plan = plan_line(text, markers)
+            if len(markers.plans) >= MAX_PLANS:
+                markers.plans.clear()
+            markers.plans[key] = plan
+        if plan.kind == "iteration":
+            self._apply_iteration(text, _span_text(text, plan.iter_span), time, seq, markers, where, plan)
+        elif plan.kind == "stage":
+            self.has_stage_markers = True
+            self._enter(plan.stage, time, seq, where[0], _as_int(_span_text(text, plan.iter_span)))
+
     def _observe_iteration(self, text: str, time: float | None, seq: int, markers: Markers, where: tuple) -> bool:
         for rule in markers.iteration_rules:
             m = rule.search(text)
             if not m:
                 continue
-            iteration = _as_int(m.group("iter"))
-            if iteration is None:
-                self._enter("train", time, seq, where[0])
-                point = read_metrics(text, self.iteration, time, seq, markers.metric_rules)
-                point.file, point.line, point.text = where[0], where[1], text
-                self.metrics.append(point)
-                return True
-            if self.iteration is not None and iteration > self.iteration:
-                step = iteration - self.iteration
-                if self.log_interval is None or step < self.log_interval:
-                    self.log_interval = step
-            self.iteration = iteration
-            self.has_stage_markers = True
-            self._enter("train", time, seq, where[0])
-            self.iterations_seen.append(IterationMark(iteration, time, where[0], seq))
-            point = read_metrics(text, iteration, time, seq, markers.metric_rules)
-            point.file, point.line, point.text = where[0], where[1], text
-            self.metrics.append(point)
+            self._apply_iteration(text, m.group("iter"), time, seq, markers, where)
             return True
         return False
+
+    def _apply_iteration(self, text: str, value: str | None, time: float | None, seq: int, markers: Markers,
+                         where: tuple, plan: LinePlan | None = None) -> None:
+        """What an iteration line whose ``iter`` group reads ``value`` does to the context."""
+        iteration = _as_int(value)
+        if iteration is None:
+            self._enter("train", time, seq, where[0])
+            point = _metrics(text, self.iteration, time, seq, markers, plan)
+            point.file, point.line, point.text = where[0], where[1], text
+            self.metrics.append(point)
+            return
+        if self.iteration is not None and iteration > self.iteration:
+            step = iteration - self.iteration
+            if self.log_interval is None or step < self.log_interval:
+                self.log_interval = step
+        self.iteration = iteration
+        self.has_stage_markers = True
+        self._enter("train", time, seq, where[0])
+        self.iterations_seen.append(IterationMark(iteration, time, where[0], seq))
+        point = _metrics(text, iteration, time, seq, markers, plan)
+        point.file, point.line, point.text = where[0], where[1], text
+        self.metrics.append(point)
 
 
 def _as_int(value: str | None) -> int | None:
@@ -175,6 +314,13 @@ def _as_int(value: str | None) -> int | None:
         return None
 
 
+def _metrics(text: str, iteration: int | None, time: float | None, seq: int, markers: Markers,
+             plan: LinePlan | None) -> MetricPoint:
+    if plan is None:
+        return read_metrics(text, iteration, time, seq, markers.metric_rules)
+    return read_planned_metrics(text, iteration, time, seq, plan)
+
+
 def read_metrics(text: str, iteration: int | None, time: float | None, seq: int, rules: list) -> MetricPoint:
     """Read loss, grad norm, loss scale and iteration time as numbers from an iteration line."""
     point = MetricPoint(iteration=iteration, time=time, seq=seq)
@@ -184,8 +330,21 @@ def read_metrics(text: str, iteration: int | None, time: float | None, seq: int,
         m = rule.search(text)
         if m:
             setattr(point, rule.category, _as_float(m.group("value")))
-    if "skipped" in text.lower() and re.search(r"number of skipped iterations:\s*[1-9]", text):
+    if "skipped" in text.lower() and SKIPPED_RE.search(text):
         point.skipped = True
+    return point
+
+
+def read_planned_metrics(text: str, iteration: int | None, time: float | None, seq: int, plan: LinePlan) -> MetricPoint:
+    """``read_metrics`` with the rule searches done by the plan: the same point."""
+    point = MetricPoint(iteration=iteration, time=time, seq=seq)
+    for metric, span in plan.metric_steps:
+        if getattr(point, metric) is None:  # the first rule of a metric that reads a number wins
+            setattr(point, metric, _as_float(_span_text(text, span)))
+    for at in plan.skip_digits:
+        if text[at] != "0":  # the plan found a digit there: 1-9 means iterations were skipped
+            point.skipped = True
+            break
     return point
 
 

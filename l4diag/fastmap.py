@@ -29,6 +29,7 @@ from bisect import bisect_right
 from collections import Counter
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 from .context import block_marker_pattern, candidate_lines, marker_re2
 from .lines import (
@@ -58,6 +59,7 @@ DIGITS_STR = str.maketrans("123456789", "000000000")
 # bytes that force the line-by-line path: C0 controls except \t and \n (this includes \r and ESC), DEL
 SLOW_BYTES = bytes(list(range(0, 9)) + list(range(11, 32)) + [127])
 REPLACEMENT_CHAR_UTF8 = "\ufffd".encode()
+NUMPY_MIN_LINES = 512  # batches at least this long count keys with numpy
 MAX_SKELETON_CACHE = 1 << 16  # entries; cleared when full (memory stays bounded on unique hex ids)
 _KEY_CACHES: dict = {}
 
@@ -99,7 +101,8 @@ def _compile(rules) -> dict:
         # skeleton -> masked key, shared by the Folders of a process that use the same mask rules
         "key_cache": _KEY_CACHES.setdefault(sig, {}),
         # candidates are already known to match some marker: skip the per-line prefilters
-        "observe_markers": dataclasses.replace(markers, iteration_any=None, stage_any=None),
+        # and lines that zero to the same digits are observed through one cached plan
+        "observe_markers": dataclasses.replace(markers, iteration_any=None, stage_any=None).planned(),
         "marker_re": block_marker_pattern(markers),
         "marker_re2": marker_re2(markers) if pa is not None else None,
         "bulk_masker": BulkMasker(masker),
@@ -288,37 +291,15 @@ class Folder(SlowFolder):
                               None if t != t else float(t), bool(exact[i]) or t != t)
 
         key_cache = self.key_cache
-        segs = []
-        missing = set()
-        for a, b, stage in runs:
-            seg = skels[a:b] if (a, b) != (0, n) else skels
-            counts = Counter(seg)
-            missing.update(sk for sk in counts if sk not in key_cache)
-            segs.append((a, b, stage, seg, counts))
+        distinct = dict.fromkeys(skels)  # in order of first appearance
+        missing = [sk for sk in distinct if sk not in key_cache]
         if missing:
             if len(key_cache) + len(missing) > MAX_SKELETON_CACHE:
                 key_cache.clear()
-                missing = {sk for *_, counts in segs for sk in counts}
-            missing = list(missing)
+                missing = list(distinct)
             key_cache.update(zip(missing, self.bulk_masker.keys(missing)))
-        for a, b, stage, seg, counts in segs:
-            last = dict(zip(seg, range(a, b)))
-            first = dict(zip(reversed(seg), range(b - 1, a - 1, -1))) if len(counts) < b - a else last
-            # per key: count, first and last index over its skeletons
-            agg: dict = {}
-            for sk, c in counts.items():
-                key = key_cache[sk]
-                g = agg.get(key)
-                if g is None:
-                    agg[key] = [c, first[sk], last[sk]]
-                else:
-                    g[0] += c
-                    fi, li = first[sk], last[sk]
-                    if fi < g[1]:
-                        g[1] = fi
-                    if li > g[2]:
-                        g[2] = li
-            for key, (c, fi, li) in agg.items():
+        for stage, key_stats in _stage_run_keys(skels, distinct, key_cache, runs):
+            for key, c, fi, li in key_stats:
                 e = local.get(key)
                 if e is None:
                     first_occ = occ(fi)
@@ -346,6 +327,45 @@ class Folder(SlowFolder):
                 ks.last = last
                 ks.stages.update(stages)
         self._finish(fold, display)
+
+
+def _stage_run_keys(skels: list, distinct: dict, key_cache: dict, runs: list):
+    """Per stage run ``(a, b, stage)`` of a batch: ``(stage, [(key, count, first, last), ...])``,
+    keys in order of first appearance in the run, first/last as indices into the batch.
+
+    Large batches count with numpy (a stable argsort of per-line key ids); small ones (many nodes of
+    a combined file in one block) with dicts, where numpy's per-call cost would dominate.
+    """
+    if len(skels) < NUMPY_MIN_LINES:
+        line_keys = list(map(key_cache.__getitem__, skels))
+        for a, b, stage in runs:
+            seg = line_keys[a:b]
+            last = dict(zip(seg, range(a, b)))
+            first = dict(zip(reversed(seg), range(b - 1, a - 1, -1)))
+            yield stage, [(key, c, first[key], last[key]) for key, c in Counter(seg).items()]
+        return
+    key_ids: dict = {}
+    skel_key = np.array([key_ids.setdefault(key_cache[sk], len(key_ids)) for sk in distinct], dtype=np.int64)
+    position = dict(zip(distinct, range(len(distinct))))
+    line_key = skel_key[np.fromiter(map(position.__getitem__, skels), dtype=np.int64, count=len(skels))]
+    names = list(key_ids)
+    for a, b, stage in runs:
+        yield stage, _run_key_stats(line_key[a:b], a, names)
+
+
+def _run_key_stats(line_key: np.ndarray, offset: int, names: list) -> list:
+    """``[(key, count, first, last)]`` of one run's per-line key ids, in order of first appearance."""
+    if not len(line_key):
+        return []
+    order = np.argsort(line_key, kind="stable")  # stable: within a key, lines stay in order
+    ordered = line_key[order]
+    starts = np.flatnonzero(np.concatenate([[True], ordered[1:] != ordered[:-1]]))
+    ends = np.append(starts[1:], len(ordered))
+    firsts = order[starts] + offset
+    lasts = order[ends - 1] + offset
+    by_first = np.argsort(firsts)
+    return [(names[k], c, f, la) for k, c, f, la in zip(ordered[starts][by_first].tolist(), (ends - starts)[by_first].tolist(),
+                                                         firsts[by_first].tolist(), lasts[by_first].tolist())]
 
 
 def _carry_times(times: np.ndarray, fold: _NodeFold, base_seq: int) -> None:
@@ -416,14 +436,21 @@ def iter_blocks(fh, stats: LineStats, max_line_bytes: int):
 
 def _clean_parts(complete: bytes, max_line_bytes: int) -> list | None:
     """The lines of a block when every one is plain (no control bytes, valid UTF-8, not blank, short)."""
-    if len(complete.translate(None, SLOW_BYTES)) != len(complete) or REPLACEMENT_CHAR_UTF8 in complete:
+    if len(complete.translate(None, SLOW_BYTES)) != len(complete):
         return None
-    try:
-        text = complete.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    if "\x1b" in text or CONTROL_RE.search(text):
-        return None
+    if complete.isascii():
+        # SLOW_BYTES covers every ASCII control (ESC too): the C1 controls, bidi marks and
+        # replacement characters that CONTROL_RE and the UTF-8 check look for are all non-ASCII.
+        text = complete.decode("ascii")
+    else:
+        if REPLACEMENT_CHAR_UTF8 in complete:
+            return None
+        try:
+            text = complete.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        if CONTROL_RE.search(text):
+            return None
     parts = text.split("\n")
     if parts and parts[-1] == "":
         parts.pop()
@@ -451,17 +478,40 @@ def _hex_re2() -> str:
 
 RE2_REWRITES = {HEX_RULE_PY: _hex_re2()}
 ASCII_SPACE_RUN = r"[\t\n\x0b\x0c\r\x1c-\x1f ]+"
+ASCII_SPACE_RUN_NOT_NL = r"[\t\x0b\x0c\r\x1c-\x1f ]+"
+
+
+# Escapes a pattern may use and still never match a line end nor look past one: then running it
+# over many lines joined by "\n" (multi-line mode) masks each line exactly as on its own.
+LINE_LOCAL_ESCAPES_RE = re.compile(r"\\[dbBwS.\[\](){}+*?|^$\-/:<>_#%&=!,;@~'\"` \\]")
+NOT_LINE_LOCAL_RE = re.compile(r"\\|\[\^|\[:|\(\?[a-zA-Z]*s|\(\?<?[=!]|[\x00-\x1f]")
+
+
+def line_local(pattern: str, replacement: str) -> bool:
+    """Whether a mask step can run over lines joined by ``\n`` (see LINE_LOCAL_ESCAPES_RE).
+
+    Conservative: whitespace, negated and POSIX classes, other escapes, DOTALL, lookarounds (they
+    would see the neighbouring line's ``\n`` instead of the text's edge) and control characters
+    all say no.
+    """
+    if "\n" in replacement:
+        return False
+    return not NOT_LINE_LOCAL_RE.search(LINE_LOCAL_ESCAPES_RE.sub("", pattern))
 
 
 class BulkMasker:
     """``Masker.key(text, None)`` over many texts at once: RE2 (Arrow) for ASCII texts and rules it
-    can take (or has an equivalent rewrite for), Python ``re`` for the rest."""
+    can take (or has an equivalent rewrite for), Python ``re`` for the rest.
+
+    When every step is line-local the texts are masked as one ``\n``-joined string (one RE2 pass
+    per rule instead of one per rule and text: most of the cost was per text)."""
 
     def __init__(self, masker) -> None:
         self.masker = masker
         self.steps = []
         self.arrow = pa is not None
         if not self.arrow:
+            self.joined = False
             return
         for compiled, replacement in masker.steps:
             src = compiled.pattern
@@ -473,11 +523,16 @@ class BulkMasker:
                 self.steps.append(("re2", re2, replacement))
             except Exception:
                 self.steps.append(("py", compiled, replacement))
+        self.joined = all(line_local(p if k == "re2" else p.pattern, r) for k, p, r in self.steps)
 
     def keys(self, texts: list) -> list:
         key = self.masker.key
         if not self.arrow or len(texts) < 32:
             return [key(t, None) for t in texts]
+        if self.joined:
+            blob = "\n".join(texts)
+            if blob.isascii() and blob.count("\n") == len(texts) - 1:
+                return self._joined_keys(blob)
         arr = pa.array(texts, pa.string())
         ascii_ = pc.string_is_ascii(arr).to_numpy(zero_copy_only=False)
         if not ascii_.all():
@@ -499,6 +554,24 @@ class BulkMasker:
         arr = pc.utf8_slice_codeunits(arr, 0, MAX_KEY_CHARS)
         return arr.to_pylist()
 
+    def _joined_keys(self, blob: str) -> list:
+        """Keys of the ASCII lines of ``blob``, masked together (each step line-local, multi-line mode)."""
+        for kind, pattern, replacement in self.steps:
+            if kind == "re2":
+                arr = pc.replace_substring_regex(pa.array([blob], pa.large_string()), pattern="(?m)" + pattern,
+                                                 replacement=replacement)
+                blob = arr[0].as_py()
+            else:  # compiled with re.MULTILINE by Masker
+                blob = pattern.sub(replacement, blob)
+        # Masker's \s+ -> " " and strip, per line: ASCII whitespace but the separating \n
+        arr = pc.replace_substring_regex(pa.array([blob], pa.large_string()), pattern=ASCII_SPACE_RUN_NOT_NL,
+                                         replacement=" ")
+        arr = pc.replace_substring_regex(arr, pattern=r"(?m)^ | $", replacement="")
+        keys = arr[0].as_py().split("\n")
+        if max(map(len, keys)) > MAX_KEY_CHARS:
+            keys = [k[:MAX_KEY_CHARS] for k in keys]
+        return keys
+
 
 # --- timestamps in bulk --------------------------------------------------------------------------
 
@@ -513,8 +586,18 @@ _MONTHS3 = np.array([int.from_bytes(m.encode(), "big") for m in MONTH_NAMES], dt
 WIDTH = 28
 # ISO layout "YYYY-MM-DD?HH:MM:SS" (? one of "T _"): which columns are digits and which are fixed
 _ISO_DIGITS = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18]
-_ISO_FIXED = {4: b"-", 7: b"-", 10: b"T _", 13: b":", 16: b":"}
-_COLON_BRACKET = re.compile(rb"\]:\[")
+_ISO_FIXED_COLS = [4, 7, 13, 16]
+_ISO_FIXED_BYTES = np.frombuffer(b"--::", dtype=np.uint8)
+_ISO_SEP = np.zeros(256, dtype=bool)
+_ISO_SEP[list(b"T _")] = True
+_BRACKET = np.zeros(256, dtype=bool)
+_BRACKET[list(b"[(")] = True
+_LETTER = np.zeros(256, dtype=bool)
+_LETTER[list(b"IWEFJMASOND")] = True
+_GLOG = np.zeros(256, dtype=bool)
+_GLOG[list(b"IWEF")] = True
+_FRAC_WEIGHTS = 10 ** np.arange(5, -1, -1, dtype=np.int64)
+_POW10 = 10 ** np.arange(7, dtype=np.int64)
 
 
 class BulkTimes:
@@ -539,63 +622,49 @@ class BulkTimes:
         starts[1:] = nl[:-1] + 1
         padded = np.concatenate([buf, np.zeros(WIDTH, dtype=np.uint8)])
         # the first WIDTH bytes of every line (bytes past a line's newline are the next line's, but
-        # every test below needs a contiguous run of non-newline bytes from the start, so they never count)
-        w = padded[starts[:, None] + np.arange(WIDTH)]
+        # every test below needs a contiguous run of non-newline bytes from the start, so they never
+        # count), copied row by row from a sliding-window view of the block
+        w = as_strided(padded, shape=(len(buf) + 1, WIDTH), strides=(1, 1), writeable=False)[starts]
         first = w[:, 0]
-        bracket = (first == ord("[")) | (first == ord("("))
+        bracket = _BRACKET[first]
         rows = np.arange(n)
+        shifted = w[:, :-1]
         if bracket.any():
-            shifted = np.where(bracket[:, None], w[:, 1:], w[:, :-1])
-        else:
-            shifted = w[:, :-1]
-
-        def col(j):
-            return shifted[:, j]
-
-        iso = _FIRST_OK[first].copy()
-        for j in _ISO_DIGITS:
-            iso &= _IS_DIGIT[col(j)]
-        for j, allowed in _ISO_FIXED.items():
-            c = col(j)
-            ok = np.zeros(n, dtype=bool)
-            for a in allowed:
-                ok |= c == a
-            iso &= ok
+            shifted = shifted.copy()
+            shifted[bracket] = w[bracket, 1:]
+        first_ok = _FIRST_OK[first]
+        digits = shifted[:, :26] - np.uint8(48)  # wraps: any non-digit byte becomes >= 10
+        is_digit = digits < 10
+        iso = first_ok & is_digit[:, _ISO_DIGITS].all(axis=1)
+        iso &= (shifted[:, _ISO_FIXED_COLS] == _ISO_FIXED_BYTES).all(axis=1) & _ISO_SEP[shifted[:, 10]]
         # lines the regex could still match some other way: to the parser
-        maybe = _FIRST_OK[first] & ~iso
-        letter = np.isin(first, np.frombuffer(b"IWEFJMASOND", dtype=np.uint8))
-        glog_like = np.isin(first, np.frombuffer(b"IWEF", dtype=np.uint8)) & _IS_DIGIT[w[:, 1]]
-        head3 = (w[:, 0].astype(np.int64) << 16) | (w[:, 1].astype(np.int64) << 8) | w[:, 2]
-        month_like = np.isin(head3, _MONTHS3) & (w[:, 3] == 32)
-        maybe &= ~letter | glog_like | month_like
-        if _COLON_BRACKET.search(raw):
-            pos = np.array([m.start() for m in _COLON_BRACKET.finditer(raw)], dtype=np.int64)
+        maybe = first_ok & ~iso
+        letter = _LETTER[first]
+        if letter.any():
+            glog_like = _GLOG[first] & _IS_DIGIT[w[:, 1]]
+            head3 = (w[:, 0].astype(np.int64) << 16) | (w[:, 1].astype(np.int64) << 8) | w[:, 2]
+            month_like = letter & np.isin(head3, _MONTHS3) & (w[:, 3] == 32)
+            maybe &= ~letter | glog_like | month_like
+        pos = _colon_brackets(buf)
+        if len(pos):
             lines_with = np.unique(np.searchsorted(starts, pos, side="right") - 1)
             flag = np.zeros(n, dtype=bool)
             flag[lines_with] = True
-            maybe |= flag & _FIRST_OK[first]
+            maybe |= flag & first_ok
             iso &= ~flag  # "x]:[YYYY-..." is not the plain layout
         out = np.full(n, np.nan)
-
-        def num(j, k):
-            v = np.zeros(n, dtype=np.int64)
-            for t in range(k):
-                v = v * 10 + (col(j + t).astype(np.int64) - 48)
-            return v
-
         if iso.any():
-            y, mo, d, h, mi, sec = num(0, 4), num(5, 2), num(8, 2), num(11, 2), num(14, 2), num(17, 2)
-            sep = col(19)
-            has_frac = ((sep == ord(".")) | (sep == ord(","))) & _IS_DIGIT[col(20)]
-            fval = np.zeros(n, dtype=np.int64)
-            flen = np.zeros(n, dtype=np.int64)
-            going = has_frac.copy()
-            for t in range(6):
-                c = col(20 + t)
-                going &= _IS_DIGIT[c]
-                fval = np.where(going, fval * 10 + (c.astype(np.int64) - 48), fval)
-                flen += going
-            valid = iso & (y >= 1) & (mo >= 1) & (mo <= 12) & (d >= 1) & (d <= 31) & (h < 24)
+            num = digits.astype(np.int64)
+            y = num[:, 0] * 1000 + num[:, 1] * 100 + num[:, 2] * 10 + num[:, 3]
+            mo, d, h, mi, sec = (num[:, j] * 10 + num[:, j + 1] for j in (5, 8, 11, 14, 17))
+            sep = shifted[:, 19]
+            has_frac = ((sep == ord(".")) | (sep == ord(","))) & is_digit[:, 20]
+            # up to 6 fraction digits: the run of digits after the separator, read as an integer
+            run = np.logical_and.accumulate(is_digit[:, 20:26], axis=1) & has_frac[:, None]
+            flen = run.sum(axis=1)
+            fval = (np.where(run, num[:, 20:26], 0) * _FRAC_WEIGHTS).sum(axis=1) // _POW10[6 - flen]
+            # as TimestampParser: impossible dates and years no real log has are no time
+            valid = iso & (y >= 1970) & (y <= 2200) & (mo >= 1) & (mo <= 12) & (d >= 1) & (d <= 31) & (h < 24)
             days = _days_from_civil(y, np.clip(mo, 1, 12)) + d - 1
             base = (((days * 24 + h) * 60 + mi) * 60 + sec).astype(np.float64)
             frac = np.where(flen > 0, fval / np.power(10.0, flen), 0.0)
@@ -639,6 +708,12 @@ class BulkTimes:
     def _python(texts: list, parser: TimestampParser) -> np.ndarray:
         parse = parser.parse
         return np.array([np.nan if (t := parse(x)) is None else t for x in texts], dtype=np.float64)
+
+
+def _colon_brackets(buf: np.ndarray) -> np.ndarray:
+    """Offsets of every ``]:[`` in a block (numpy: faster than a bytes search on log text)."""
+    at = np.flatnonzero(buf[:-2] == ord("]"))
+    return at[(buf[at + 1] == ord(":")) & (buf[at + 2] == ord("["))]
 
 
 def _sets_year(text: str) -> bool:

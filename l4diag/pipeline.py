@@ -5,12 +5,26 @@ The pool's unit of work is one stream (file, archive or stdin); the map of a str
 Partials merge in any order: ``KeyNodeStats`` keeps first/last by (file, seq), node stats take
 min/max/sorted unions, so the report does not depend on ``--jobs`` (tests/test_pipeline.py).
 
-Not done yet: splitting one huge stream into chunks for the pool. The plan: cut plain files at
-line ends, give each chunk its first line number (count ``\n``/``\r`` line ends as
-``lines.iter_text_lines`` does) and the node's context at its start from a cheap sequential marker
-pass (RE2 over the marker alternation, ``Context.observe`` on the candidates only, plus the
-timestamp parser's carried year); ``seq`` would become line-number based so chunk Partials order
-and merge correctly. Until then a single huge stream is mapped by one worker.
+Not done yet: splitting one huge stream into chunks for the pool (a single huge stream is mapped
+by one worker). The plan: cut plain files at line ends, give each chunk its first line number
+(count ``\n``/``\r`` line ends as ``lines.iter_text_lines`` does) and the node's state at its start;
+``seq`` becomes line-number based so chunk Partials order and merge correctly. What makes an
+exact result (the reference is one sequential ``SlowFolder``) harder than it looks:
+
+* state carried from the chunk before: the timestamp parser's year, the iteration and stage (the
+  last marker line decides both), ``log_interval`` (the first iteration of a chunk is compared with
+  the last one before it), and the running *maximum* time that untimed lines within
+  ``CARRY_TIME_LINES`` of a timed one take -- a max over every earlier line, not the last time;
+* block boundaries: NUL runs, ``\r\n`` pairs and over-long lines are handled per read block, so a
+  chunk must start where the sequential reader's state is known (fall back to one worker for any
+  stream that is not plain UTF-8 throughout, or whose lines are not all parsed);
+* merging: ``NodeStats.merge`` sorts and takes min/max (right for different streams, wrong for
+  pieces of one stream: ``first_time`` is the first time in stream order, ``last_stage`` and
+  ``last_iteration`` the last ones, metrics and iteration times stay in stream order), so chunks of
+  one stream need an ordered concatenation instead;
+* combined files (``Demuxer``) also carry the node of the last prefixed line.
+A first pass per chunk (in parallel) can compute those summaries (times, markers near the chunk
+end, line counts); the second pass folds each chunk with its exact starting state.
 """
 
 from __future__ import annotations

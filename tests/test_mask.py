@@ -40,7 +40,9 @@ def fold_both(path) -> tuple:
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_fast_equals_reference_on_test_runs(tmp_path, layout):
+@pytest.mark.parametrize("numpy_min", [512, 1])
+def test_fast_equals_reference_on_test_runs(tmp_path, monkeypatch, layout, numpy_min):
+    monkeypatch.setattr(fastmap, "NUMPY_MIN_LINES", numpy_min)
     slow, fast = fold_both(write_layout(tmp_path / layout, layout))
     assert fast == slow
 
@@ -91,10 +93,12 @@ def _hostile(rng: random.Random, n: int, dirty: bool) -> bytes:
     return data
 
 
-@pytest.mark.parametrize("seed,dirty", [(1, False), (2, False), (3, True)])
-def test_fast_equals_reference_on_hostile_lines(tmp_path, monkeypatch, seed, dirty):
-    # small blocks: many block boundaries, year and context carried across them
+@pytest.mark.parametrize("seed,dirty,numpy_min", [(1, False, 512), (2, False, 1), (3, True, 512), (4, True, 1)])
+def test_fast_equals_reference_on_hostile_lines(tmp_path, monkeypatch, seed, dirty, numpy_min):
+    # small blocks: many block boundaries, year and context carried across them; key counting
+    # both with dicts (small batches) and numpy (every batch)
     monkeypatch.setattr(lines_mod, "READ_BLOCK", 8192)
+    monkeypatch.setattr(fastmap, "NUMPY_MIN_LINES", numpy_min)
     path = tmp_path / "gpu-node-01.log"
     path.write_bytes(_hostile(random.Random(seed), 3000, dirty))
     slow, fast = fold_both(path)
@@ -145,3 +149,99 @@ def test_builtin_markers_run_in_re2():
     from l4diag.rules import load_rules
 
     assert marker_re2(Markers.from_rules(load_rules())) is not None
+
+
+def _iteration_lines(rng: random.Random, n: int) -> list:
+    """Marker lines whose numbers vary (widths, nan/inf, overflow) under few digit-zeroed shapes."""
+    def num() -> str:
+        return rng.choice([str(rng.randint(0, 10**rng.randint(1, 6))), f"{rng.random() * 10:.3f}", "nan", "inf",
+                           f"{rng.random():.6E}", "1e999", "9" * 400])
+    shapes = [
+        lambda: f"iteration {rng.randint(1, 10**6)}/ 500000 | elapsed time per iteration (ms): {num()} | lm loss: {num()} "
+                f"| loss scale: {num()} | grad norm: {num()} | number of skipped iterations: {rng.randint(0, 2)} |",
+        lambda: f"{{'loss': {num()}, 'grad_norm': {num()}, 'learning_rate': 1e-05, 'epoch': {num()}}}",
+        lambda: f"step {rng.randint(0, 999)} loss: {num()} dt: {num()}ms",
+        lambda: f"global_step={num()} train_loss={num()}",
+        lambda: f"Saving checkpoint at iteration {rng.randint(0, 99)}",
+        lambda: f"successfully loaded checkpoint from /ckpt at iteration {rng.randint(0, 99)}",
+        lambda: f"nothing to see {num()}",
+    ]
+    return [rng.choice(shapes)() for _ in range(n)]
+
+
+def test_planned_observe_equals_line_by_line():
+    from l4diag.context import Context, Markers
+
+    markers = Markers.from_rules(RULES)
+    planned = markers.planned()
+    assert planned.plans is not None
+    rng = random.Random(3)
+    slow, fast = Context(), Context()
+    for seq, text in enumerate(_iteration_lines(rng, 3000)):
+        slow.observe(text, float(seq), seq, markers, ("f", seq))
+        fast.observe(text, float(seq), seq, planned, ("f", seq))
+    assert repr(asdict(fast)) == repr(asdict(slow))  # repr: nan compares unequal to itself
+    assert len(planned.plans) < 1500  # shapes repeat: most lines were observed through a cached plan
+
+
+def test_digit_blind_refuses_rules_that_tell_digits_apart():
+    import regex
+
+    from l4diag.context import digit_blind
+    from l4diag.rules import Rule
+
+    def rule(src: str) -> Rule:
+        return Rule("metrics", "r", "loss", regex.compile(src), "", "")
+
+    assert digit_blind([rule(r"\bloss:\s*(?P<value>[-+]?\d+\.?[0-9]*(?:e\d{1,3})?)\b")])
+    for src in [r"skipped:\s*[1-9]", r"rank 0\b", r"(?P<a>\d)(?P=a)", r"(\d)\1", r"\x31", r"(?:abc){e<=1}", r"\N{DIGIT ONE}"]:
+        assert not digit_blind([rule(src)]), src
+    # one such rule and every marker line is observed line by line again
+    from l4diag.context import Markers
+
+    markers = Markers.from_rules(RULES)
+    markers.metric_rules = [*markers.metric_rules, Rule("metrics", "r", "loss", regex.compile(r"loss=(?P<value>[1-9])"), "", "")]
+    assert markers.planned() is markers and markers.plans is None
+
+
+def test_loosen_bounds_only_widens_repeats():
+    from l4diag.context import loosen_bounds
+
+    assert loosen_bounds(r"a[^}]{0,400}b.{0,200}?c\d{1,3}") == r"a[^}]{0,}b.{0,}?c\d{1,}"
+    # not repeats: escaped braces, braces in a class, {n}, and RE2's literal {,n}
+    for src in [r"\{0,4}", r"[{0,4}]", r"[]{1,2}]", r"[^]{1,2}]", r"x{3}", r"x{,9}"]:
+        assert loosen_bounds(src) == src
+
+
+def test_bulk_times_equal_the_parser_on_odd_dates():
+    from l4diag.lines import TimestampParser
+
+    texts = ["1969-12-31 23:59:59 a", "2300-01-01 00:00:00 b", "0001-01-01 00:00:00 c", "2024-02-31 10:00:00 d",
+             "2024-01-01 10:99:99.123456789 e", "[2024-01-01T10:00:00,5] f", "2024-01-01 10:00:00.000123 g",
+             "2024-01-01 10:00:00. h", "x]:[2024-01-01 10:00:00 i", "(2024-13-01 10:00:00) j"]
+    parser = TimestampParser()
+    expected = [parser.parse(t) for t in texts]
+    got = fastmap.BulkTimes().compute(texts, TimestampParser())
+    assert [None if v != v else float(v) for v in got] == expected
+
+
+def test_joined_masking_keeps_each_line_apart():
+    """Masking many lines joined by newlines must give each line's own key (anchors, word edges,
+    empty and blank lines, matches that would run into the next line)."""
+    masker = Masker(RULES)
+    bulk = fastmap.BulkMasker(masker)
+    assert bulk.joined
+    rng = random.Random(1)
+    pieces = ["a:1:2 [3] x", "0x1f", "deadbeef12", " ", "\t", "12.5e-3", "1.2.3.4:80", "2024-01-01 10:00:00,5",
+              "I0101 10:00:00.1", "", "  lead", "trail  ", "abc-def", "1234-5678", "<NODE>", "ff",
+              "12345678-1234-1234-1234-123456789abc"]
+    texts = ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 6))) for _ in range(3000)]
+    assert bulk.keys(texts) == [masker.key(t, None) for t in texts]
+
+
+def test_line_local_refuses_patterns_that_can_see_a_line_end():
+    for src in [r"\s+", r"[^a]", r"(?s).", r"(?<=x)y", r"x(?=\d)", r"a\nb", r"[\t-\r]", r"[[:space:]]", r"\x0a",
+                r"\Ax", r"a\Z", r"\p{Cc}", r"\W", r"\D"]:
+        assert not fastmap.line_local(src, ""), src
+    assert fastmap.line_local(r"^(?:\S+?):\d+ \[\d+\]\b", "<X>")
+    assert not fastmap.line_local(r"\d", "a\nb")

@@ -71,9 +71,12 @@ def _spikes(node: str, points: list, name: str, mads: float) -> list:
     while i < len(values):
         window = [v for _, v in values[max(0, i - WINDOW):i]]
         med = statistics.median(window)
-        mad = statistics.median(abs(v - med) for v in window) or abs(med) * 0.01 or 1e-6
         p, v = values[i]
-        if not (v > med + mads * mad and v > med * SPIKE_MIN_RATIO):
+        if not v > med * SPIKE_MIN_RATIO:  # the cheap half of the test first: most points skip the MAD
+            i += 1
+            continue
+        mad = statistics.median(abs(x - med) for x in window) or abs(med) * 0.01 or 1e-6
+        if not v > med + mads * mad:
             i += 1
             continue
         after = [x for _, x in values[i + 1:i + 1 + RECOVERY_POINTS * 3]]
