@@ -172,9 +172,9 @@ def test_l4diag_meets_floors_on_the_small_suite_and_beats_grep(small_suite: Path
     grep = aggregate(evaluate(small_suite, method="grep"))
     assert ours["errors"] == 0
     assert ours["false_alarm_rate"] == 0.0
-    assert ours["node_top1"] >= 0.9
-    assert ours["category_accuracy"] >= 0.9
-    assert ours["stage_accuracy"] >= 0.75
-    assert ours["iteration_accuracy"] >= 0.75
-    assert ours["evidence_hit5"] >= 0.85
+    assert ours["node_top1"] >= 0.95
+    assert ours["category_accuracy"] >= 0.95
+    assert ours["stage_accuracy"] >= 0.9
+    assert ours["iteration_accuracy"] >= 0.9
+    assert ours["evidence_hit5"] >= 0.95
     assert ours["node_top1"] > grep["node_top1"] and ours["category_accuracy"] > grep["category_accuracy"]

@@ -234,3 +234,21 @@ def test_cli_synth_small_suite(tmp_path: Path) -> None:
 def test_combined_rank_lines_are_time_ordered() -> None:
     sim, _ = build_run(RunSpec("network", 8, "torchtitan", "combined-rank", 2))
     assert len(combined_lines(sim, "combined-rank")) == sum(len(n.lines) for n in sim.nodes)
+
+
+def test_excerpt_timestamps_move_onto_the_run_clock_in_their_own_layouts() -> None:
+    from datetime import datetime, timezone
+
+    from l4diag.synth.clock import retime
+
+    epoch = datetime(2024, 10, 30, 14, 0, 0, tzinfo=timezone.utc).timestamp()
+    lines = ["Aug 26 15:27:32 host kernel: [87430.975714] nvidia-uvm: loaded",
+             "[E0826 15:28:16.584296192 ProcessGroupNCCL.cpp:1536] x",
+             "no time here",
+             "[2022-08-26 15:29:32,663] [INFO] y"]
+    out, offsets = retime(lines, epoch)
+    assert out[0].startswith("Oct 30 14:00:00 host kernel: [87430.975714]"), "dmesg uptime stamps are not wall clock"
+    assert out[1].startswith("[E1030 14:00:44.584296192 ")
+    assert out[2] == "no time here"
+    assert out[3].startswith("[2024-10-30 14:02:00,663]")
+    assert offsets == [0.0, 44.0, 44.0, 120.0]
