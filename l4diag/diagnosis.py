@@ -67,7 +67,7 @@ def diagnose(partial: Partial, templates: list, rules: RuleSet, baseline=None, o
     key_to_template = {k: t.id for t in templates for k in t.keys}
     key_hits = patterns.classify_keys(partial.keys, rules)
     ctx = _Context(partial, templates, key_to_template, key_hits, with_estimated_times(partial), sorted(partial.nodes))
-    _collect_items(ctx)
+    _collect_items(ctx, rules)
     template_scores = score_templates(ctx, baseline)
     metric_findings = metrics.find_anomalies(ctx.node_stats)
     silences = silence.silence_scores(ctx.node_stats)
@@ -91,12 +91,20 @@ def diagnose(partial: Partial, templates: list, rules: RuleSet, baseline=None, o
 # --- items: which occurrences indicate a failure -------------------------------------------------
 
 
-def _collect_items(ctx: _Context) -> None:
+def _collect_items(ctx: _Context, rules: RuleSet) -> None:
+    own_hits: dict = {}
     for key, per_node in ctx.partial.keys.items():
-        hit = ctx.key_hits.get(key)
-        if hit is None or hit.is_benign or not (hit.is_fault or hit.is_collateral):
+        key_hit = ctx.key_hits.get(key)
+        if key_hit is None or key_hit.is_benign or not (key_hit.is_fault or key_hit.is_collateral):
             continue
         for node, stats in per_node.items():
+            hit = key_hit
+            if key_hit.mixed:
+                # Masking made one key of lines the rules tell apart: judge this node's own line.
+                text = stats.first.text
+                hit = own_hits.get(text) or own_hits.setdefault(text, patterns.classify_text(text, rules))
+                if hit.is_benign or not (hit.is_fault or hit.is_collateral):
+                    continue
             item = _Item(key, node, stats.first, hit, hit.fault_weight if hit.is_fault else hit.collateral_weight,
                          ctx.key_to_template.get(key))
             if hit.is_fault and hit.fault_weight >= MIN_FAULT_WEIGHT:
@@ -245,6 +253,9 @@ def locate(ctx: _Context, metric_findings: list, silences: dict) -> tuple:
             culprit, reason = _pick_fault_culprit(ctx, fault_nodes, strongest, silences)
             return _fault_finding(ctx, culprit, fault_nodes[culprit]), reason
     failing = _failing_metrics(metric_findings)
+    if failing and not any(f.confirmed for f in failing) and any(ctx.collateral.values()):
+        # A jump in the last logged points, with peers timing out: the run stopped, the numbers can't say why.
+        return _collateral_finding(ctx, silences)
     if failing:
         first = min(failing, key=lambda f: (f.time is None, f.time or 0.0, f.iteration or 0, f.seq))
         return _metric_finding(ctx, first, failing), f"training metrics: {first.detail}"

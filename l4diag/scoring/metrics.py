@@ -27,6 +27,7 @@ class MetricFinding:
     seq: int
     detail: str
     failure: bool  # False for a recovered spike: worth mentioning, not a failure
+    confirmed: bool = True  # False when the log ends too soon after it to tell a spike from a divergence
 
 
 def find_anomalies(node_stats: dict) -> list:
@@ -83,7 +84,10 @@ def _spikes(node: str, points: list, name: str, mads: float) -> list:
         recovered = len(after) >= RECOVERY_POINTS and all(x < med + (v - med) * 0.3 for x in after[-RECOVERY_POINTS:])
         detail = f"{name.replace('_', ' ')} jumped from {med:.3g} to {v:.3g}{_at(p)}"
         if not recovered:
-            out.append(MetricFinding(f"{name}_divergence", node, p.iteration, p.time, p.seq, detail, True))
+            confirmed = len(after) >= RECOVERY_POINTS
+            if not confirmed:
+                detail += f" (the log ends {len(after)} point(s) later: too soon to tell whether it recovered)"
+            out.append(MetricFinding(f"{name}_divergence", node, p.iteration, p.time, p.seq, detail, True, confirmed))
             return out
         out.append(MetricFinding(f"{name}_spike_recovered", node, p.iteration, p.time, p.seq,
                                  detail + " and recovered", False))

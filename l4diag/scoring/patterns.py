@@ -24,6 +24,7 @@ class PatternHit:
     collateral_rule: object = None
     collateral_weight: float = 0.0
     benign_rule: object = None
+    mixed: bool = False  # the key's lines on different nodes matched different rules (exit codes -6 and -9)
 
     @property
     def is_fault(self) -> bool:
@@ -97,10 +98,13 @@ def classify_keys(partial_keys: dict, rules: RuleSet) -> dict:
             continue
         texts = sorted({stats.first.text for stats in per_node.values()})[:4]
         best = PatternHit()
+        ranks = set()
         for text in texts:
             hit = classify_text(text, rules)
+            ranks.add(_rank(hit))
             if _rank(hit) > _rank(best):
                 best = hit
+        best.mixed = len(ranks) > 1
         out[key] = best
     return out
 

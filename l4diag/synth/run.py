@@ -76,7 +76,9 @@ def build_run(spec: RunSpec, excerpt: Excerpt | None = None) -> tuple[Simulation
     sim.cut(t_f)
     lr = rng.randrange(culprit.gpus)
     sub, code = FAULT_FUNCS[spec.fault](sim, culprit, lr, t_f, stage)
-    t_launch = max(ln.t for ln in culprit.lines) + rng.uniform(1.0, 5.0)
+    # After the fault even when it left no line of its own (a host OOM kill can be silent) and the node's
+    # last line is from long before (only rank 0 logs during training).
+    t_launch = max([t_f, *(ln.t for ln in culprit.lines)]) + rng.uniform(1.0, 5.0)
     faults.launcher_failure(sim, culprit, lr, t_launch, code, evidence=sub == "host_oom_kill")
     faults.collateral(sim, culprit, t_f)
     return sim, _truth(sim, spec, "failure", spec.fault, sub, culprit, stage, _evidence_lines(culprit))
