@@ -207,3 +207,15 @@ def test_a_failure_after_rank0_began_saving_is_in_checkpoint_save_though_rank0_l
         nodes[f"n{i}"] += watchdog(i, 800)
     d = diagnose_paths([str(write_run(tmp_path, nodes))])["diagnosis"]
     assert (d["node"], d["category"], d["stage"], d["iteration"]) == ("n1", "hardware", "checkpoint_save", 150)
+
+
+def test_exit_codes_masked_alike_are_still_told_apart_per_node(tmp_path):
+    """'exitcode : -9' (SIGKILL, the host OOM killer) and '-6' (the watchdog's abort) mask to one key."""
+    nodes = {f"n{i}": healthy_node(i, until=60) for i in range(4)}
+    nodes["n2"] += _root_cause_block(70, "n2", -9)
+    for i in (0, 1, 3):
+        nodes[f"n{i}"] += watchdog(i, 700) + _root_cause_block(703, f"n{i}", -6)
+    report = diagnose_paths([str(write_run(tmp_path, nodes))])
+    d = report["diagnosis"]
+    assert report["verdict"] == "failure"
+    assert (d["node"], d["category"]) == ("n2", "oom")
