@@ -233,9 +233,12 @@ class Context:
     log_interval: int | None = None
     stage_changes: list = field(default_factory=list)  # [StageChange]
     has_stage_markers: bool = False
+    change_time: float | None = None  # the time of the line being observed, when it is the line's own
 
-    def observe(self, text: str, time: float | None, seq: int, markers: Markers, where: tuple = ("", 0)) -> None:
-        """Update iteration and stage from one line."""
+    def observe(self, text: str, time: float | None, seq: int, markers: Markers, where: tuple = ("", 0),
+                exact: bool = True) -> None:
+        """Update iteration and stage from one line (``exact``: ``time`` is the line's own, not carried)."""
+        self.change_time = time if exact else None  # a stage change takes only the line's own time
         if markers.plans is not None:
             self._observe_planned(text, time, seq, markers, where)
             return
@@ -256,7 +259,8 @@ class Context:
         if stage != self.stage:
             self.stage = stage
             at = iteration if iteration is not None else self.iteration
-            self.stage_changes.append(StageChange(time, seq, stage, at, file))
+            # A time carried from an earlier line is only a lower bound: timeline.py places the change.
+            self.stage_changes.append(StageChange(self.change_time, seq, stage, at, file))
 
     def _observe_planned(self, text: str, time: float | None, seq: int, markers: Markers, where: tuple) -> None:
         """``observe`` through the plan of the line's digit-zeroed text (made on first sight)."""

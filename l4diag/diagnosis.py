@@ -619,9 +619,11 @@ def _stage_of(ctx: _Context, node: str, occ: Occurrence, hint: str | None) -> st
     stats = ctx.node_stats[node]
     stage = occ.stage
     if occ.time is not None:
-        own = [(c, True) for c in stats.stage_changes if c.time is not None and c.time <= occ.time]
+        own = [(c, True) for c in map(lambda c: _with_its_line(c, occ), [*stats.stage_changes, *_progress(stats, occ.time)])
+               if c.time is not None and c.time <= occ.time]
         refs = [(c, False) for ref in _reference_nodes(ctx)[:3] if ref != node
-                for c in ctx.node_stats[ref].stage_changes if c.time is not None and c.time <= occ.time]
+                for c in [*ctx.node_stats[ref].stage_changes, *_progress(ctx.node_stats[ref], occ.time)]
+                if c.time is not None and c.time <= occ.time]
         latest = _latest_of(own + refs)
         if latest is not None:
             stage = latest.stage
@@ -636,6 +638,28 @@ def _stage_of(ctx: _Context, node: str, occ: Occurrence, hint: str | None) -> st
     if hint and stage in ("init", "train") and hint != stage:
         stage = hint
     return stage
+
+
+def _progress(stats, t: float) -> list:
+    """The node's last iteration line at or before ``t``, as a change into ``train`` at that iteration: a
+    run that logged iteration N had left any stage entered at an earlier iteration."""
+    marks = [m for m in stats.iteration_times if m.time is not None and m.time <= t]
+    if not marks:
+        return []
+    m = max(marks, key=lambda m: (m.iteration, m.time))
+    return [StageChange(m.time, m.seq, "train", m.iteration, m.file, m.estimated, None, m.iteration)]
+
+
+# Untimed lines this close above a line in the same stream were printed with it (a traceback is one burst).
+BURST_LINES = 30
+
+
+def _with_its_line(change: StageChange, occ: Occurrence) -> StageChange:
+    """An estimated change a few lines above ``occ`` in its stream (a traceback frame in the checkpoint
+    writer): placed at ``occ``'s time, which is surer than spreading the stream's lines evenly over time."""
+    if change.estimated and change.file == occ.file and 0 <= occ.seq - change.seq <= BURST_LINES:
+        return change._replace(time=occ.time, earliest=occ.time)
+    return change
 
 
 def _progress_stage(stats) -> str:

@@ -268,7 +268,7 @@ class Folder(SlowFolder):
             t = times[i]
             before = (ctx.iteration, ctx.stage)
             ctx.observe(marker_body(texts[i]), None if t != t else float(t), base_seq + i + 1, markers,
-                        (display, linenos[i]))
+                        (display, linenos[i]), bool(exact[i]))
             after = (ctx.iteration, ctx.stage)
             if after != before:
                 change_at.append(i)

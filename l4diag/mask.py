@@ -166,7 +166,7 @@ class SlowFolder:
             time = fold.stats.last_time
         ctx = fold.ctx
         body = text[fold.ts.end:].lstrip(" ]") if fold.ts.end else text
-        ctx.observe(body, time, fold.seq, self.markers, (display, lineno))
+        ctx.observe(body, time, fold.seq, self.markers, (display, lineno), exact)
         stats = fold.stats
         if time is not None:
             if stats.first_time is None:
