@@ -692,8 +692,11 @@ def _is_later(change: StageChange, own: bool, latest: StageChange, latest_own: b
     if change.iteration is not None and latest.until is not None:
         if change.iteration != latest.until:
             return change.iteration > latest.until
+        # "saving checkpoint at iteration N" comes after the step that logged N, whichever is seen first
         if latest.stage == "train" and change.stage != "train":
-            return True  # "saving checkpoint at iteration N" comes after the step that logged N
+            return True
+        if change.stage == "train" and latest.stage != "train" and change.until == change.iteration:
+            return False
     if own == latest_own and change.file == latest.file:
         return change.seq > latest.seq
     if not change.estimated:
