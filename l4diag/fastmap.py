@@ -60,7 +60,9 @@ DIGITS_STR = str.maketrans("123456789", "000000000")
 SLOW_BYTES = bytes(list(range(0, 9)) + list(range(11, 32)) + [127])
 REPLACEMENT_CHAR_UTF8 = "\ufffd".encode()
 NUMPY_MIN_LINES = 512  # batches at least this long count keys with numpy
-MAX_SKELETON_CACHE = 1 << 16  # entries; cleared when full (memory stays bounded on unique hex ids)
+# entries; cleared when full (memory stays bounded on unique hex ids). 16k, not 64k: 5M lines on
+# 2 cores peak at 479-488 instead of 509-514 MB RSS summed over the processes, ~5% more map CPU
+MAX_SKELETON_CACHE = 1 << 14
 _KEY_CACHES: dict = {}
 
 
@@ -112,10 +114,12 @@ def _compile(rules) -> dict:
 class _Batch:
     """Lines of one node from one block: texts, their skeletons and line numbers."""
 
-    __slots__ = ("texts", "skels", "linenos", "block")
+    __slots__ = ("texts", "skels", "linenos", "block", "coded")
 
-    def __init__(self, texts, skels, linenos, block) -> None:
+    def __init__(self, texts, skels, linenos, block, coded=None) -> None:
         self.texts, self.skels, self.linenos, self.block = texts, skels, linenos, block
+        # instead of skels: (distinct skeletons in order of first appearance, per-line index into them)
+        self.coded = coded
 
 
 class Folder(SlowFolder):
@@ -175,12 +179,18 @@ class Folder(SlowFolder):
         for item in items:
             if item[0] == "clean":
                 _, texts, first_lineno, raw = item
+                coded = None
                 if self.skeletons is not None:
                     b = raw.replace(nb, b"<NODE>") if nb is not None and nb in raw else raw
-                    skels = b.translate(DIGITS_BYTES).decode("utf-8").split("\n")
-                    if len(skels) > len(texts):
-                        skels.pop()
-                    if _has_digit_x(raw):
+                    if len(texts) >= NUMPY_MIN_LINES and pa is not None and not _has_digit_x(raw):
+                        coded = _encode_lines(b.translate(DIGITS_BYTES), len(texts))
+                    if coded is not None:
+                        skels = None
+                    else:
+                        skels = b.translate(DIGITS_BYTES).decode("utf-8").split("\n")
+                        if len(skels) > len(texts):
+                            skels.pop()
+                    if skels is not None and _has_digit_x(raw):
                         exc = self.skeletons.search
                         for i, t in enumerate(texts):
                             if exc(t):
@@ -188,7 +198,7 @@ class Folder(SlowFolder):
                 else:
                     skels = self._skeletons(texts, node)
                 linenos = range(first_lineno, first_lineno + len(texts))
-                self._fold_batch(fold, local, display, _Batch(texts, skels, linenos, raw))
+                self._fold_batch(fold, local, display, _Batch(texts, skels, linenos, raw, coded))
             else:
                 pairs = item[1]
                 texts = [t for _, t in pairs]
@@ -291,14 +301,15 @@ class Folder(SlowFolder):
                               None if t != t else float(t), bool(exact[i]) or t != t)
 
         key_cache = self.key_cache
-        distinct = dict.fromkeys(skels)  # in order of first appearance
+        # in order of first appearance
+        distinct = dict.fromkeys(skels if batch.coded is None else batch.coded[0])
         missing = [sk for sk in distinct if sk not in key_cache]
         if missing:
             if len(key_cache) + len(missing) > MAX_SKELETON_CACHE:
                 key_cache.clear()
                 missing = list(distinct)
             key_cache.update(zip(missing, self.bulk_masker.keys(missing)))
-        for stage, key_stats in _stage_run_keys(skels, distinct, key_cache, runs):
+        for stage, key_stats in _stage_run_keys(skels, distinct, key_cache, runs, batch.coded):
             for key, c, fi, li in key_stats:
                 e = local.get(key)
                 if e is None:
@@ -329,14 +340,15 @@ class Folder(SlowFolder):
         self._finish(fold, display)
 
 
-def _stage_run_keys(skels: list, distinct: dict, key_cache: dict, runs: list):
+def _stage_run_keys(skels: list | None, distinct: dict, key_cache: dict, runs: list, coded: tuple | None = None):
     """Per stage run ``(a, b, stage)`` of a batch: ``(stage, [(key, count, first, last), ...])``,
     keys in order of first appearance in the run, first/last as indices into the batch.
 
     Large batches count with numpy (a stable argsort of per-line key ids); small ones (many nodes of
-    a combined file in one block) with dicts, where numpy's per-call cost would dominate.
+    a combined file in one block) with dicts, where numpy's per-call cost would dominate. ``coded``
+    (see ``_encode_lines``) stands for ``skels`` when the block was encoded by Arrow.
     """
-    if len(skels) < NUMPY_MIN_LINES:
+    if coded is None and len(skels) < NUMPY_MIN_LINES:
         line_keys = list(map(key_cache.__getitem__, skels))
         for a, b, stage in runs:
             seg = line_keys[a:b]
@@ -346,8 +358,11 @@ def _stage_run_keys(skels: list, distinct: dict, key_cache: dict, runs: list):
         return
     key_ids: dict = {}
     skel_key = np.array([key_ids.setdefault(key_cache[sk], len(key_ids)) for sk in distinct], dtype=np.int64)
-    position = dict(zip(distinct, range(len(distinct))))
-    line_key = skel_key[np.fromiter(map(position.__getitem__, skels), dtype=np.int64, count=len(skels))]
+    if coded is not None:  # distinct is coded[0] in the same order
+        line_key = skel_key[coded[1]]
+    else:
+        position = dict(zip(distinct, range(len(distinct))))
+        line_key = skel_key[np.fromiter(map(position.__getitem__, skels), dtype=np.int64, count=len(skels))]
     names = list(key_ids)
     for a, b, stage in runs:
         yield stage, _run_key_stats(line_key[a:b], a, names)
@@ -366,6 +381,24 @@ def _run_key_stats(line_key: np.ndarray, offset: int, names: list) -> list:
     by_first = np.argsort(firsts)
     return [(names[k], c, f, la) for k, c, f, la in zip(ordered[starts][by_first].tolist(), (ends - starts)[by_first].tolist(),
                                                          firsts[by_first].tolist(), lasts[by_first].tolist())]
+
+
+def _encode_lines(block: bytes, n: int) -> tuple | None:
+    """``(distinct lines in order of first appearance, per-line index into them)`` of a block of
+    ``n`` newline-terminated lines, hashed by Arrow: no Python string per line (None if the block
+    does not have exactly ``n`` lines)."""
+    if not block.endswith(b"\n"):  # the last line of a stream may lack its newline
+        block += b"\n"
+    ends = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == 10)
+    if len(ends) != n or len(block) >= 1 << 31:
+        return None
+    offsets = np.empty(n + 1, dtype=np.int32)
+    offsets[0] = 0
+    offsets[1:] = ends + 1  # each value keeps its "\n": the same for every line, cut off below
+    lines = pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(block))
+    coded = pc.dictionary_encode(lines)
+    distinct = [line[:-1] for line in coded.dictionary.to_pylist()]
+    return distinct, coded.indices.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
 
 
 def _carry_times(times: np.ndarray, fold: _NodeFold, base_seq: int) -> None:

@@ -144,3 +144,15 @@ def test_broken_user_rule_file_exits_2_naming_file_and_rule(runner, failed_run, 
     result = runner.invoke(cli, ["diagnose", str(failed_run), "--rules", str(rules)])
     assert result.exit_code == 2
     assert "faults.toml" in result.stderr and "'mine'" in result.stderr
+
+
+def test_stdin_with_files_same_report_for_one_or_two_jobs(runner, failed_run):
+    # with --jobs 2 stdin is read by the main process while a worker maps the files
+    data = (failed_run / f"{CULPRIT}.log").read_text()
+    reports = []
+    for jobs in ("1", "2"):
+        result = runner.invoke(cli, ["diagnose", "-", str(failed_run), "-f", "json", "--jobs", jobs], input=data)
+        report = json.loads(result.stdout)
+        report.pop("timings", None)
+        reports.append(report)
+    assert reports[0] == reports[1]

@@ -245,3 +245,12 @@ def test_line_local_refuses_patterns_that_can_see_a_line_end():
         assert not fastmap.line_local(src, ""), src
     assert fastmap.line_local(r"^(?:\S+?):\d+ \[\d+\]\b", "<X>")
     assert not fastmap.line_local(r"\d", "a\nb")
+
+
+def test_encode_lines_equals_split_and_fromkeys():
+    lines = ["a 0", "ü 00", "a 0", "", "b", "ü 00", "b"]
+    for block in ("\n".join(lines) + "\n", "\n".join(lines)):  # the last line may lack its newline
+        distinct, ids = fastmap._encode_lines(block.encode(), len(lines))
+        assert distinct == list(dict.fromkeys(lines))
+        assert [distinct[i] for i in ids] == lines
+    assert fastmap._encode_lines(b"a\nb\n", 3) is None

@@ -12,6 +12,15 @@ import numpy as np
 MIN_NODES_FOR_FOREST = 4
 
 
+def import_forest():
+    """The Isolation Forest class. Importing scikit-learn takes 1-3 s (it pulls in ``scipy.stats``),
+    so it happens only when a forest is grown, or earlier in a thread while the map runs
+    (``pipeline``); a second import finds the module loaded."""
+    from sklearn.ensemble import IsolationForest
+
+    return IsolationForest
+
+
 def coverage_rarity(template_nodes: int, total_nodes: int) -> float:
     """1.0 when one node of many prints the template, 0.0 when every node does."""
     if total_nodes <= 1:
@@ -23,7 +32,7 @@ def isolation_scores(templates: list, nodes: list, exclude: set) -> dict:
     """Isolation Forest outlier score per node in [0, 1], over templates not in ``exclude``."""
     if len(nodes) < MIN_NODES_FOR_FOREST:
         return {n: 0.0 for n in nodes}
-    from sklearn.ensemble import IsolationForest
+    IsolationForest = import_forest()
 
     cols = [t for t in templates if t.id not in exclude and 1 < len(t.counts) < len(nodes)]
     if not cols:
