@@ -22,7 +22,7 @@ from .lines import (
     split_prefix,
 )
 from .model import KeyNodeStats, NodeStats, Occurrence, Partial, StreamSpec
-from .rules import RuleSet
+from .rules import TIMED_OUT, RuleSet, timeout_warnings
 from .sources import STDIN, iter_archive, open_stream, strip_suffixes, wrap_decompressor
 
 WHITESPACE_RE = re.compile(r"\s+")
@@ -252,11 +252,15 @@ def __getattr__(name: str):
 
 def map_stream(spec: StreamSpec, rules: RuleSet, options: MapOptions, slow: bool = False) -> Partial:
     """The map step for one stream spec, suitable for a process pool."""
+    before = Counter(TIMED_OUT)
     if slow:
-        return SlowFolder(rules, options).fold_spec(spec)
-    from .fastmap import Folder
+        partial = SlowFolder(rules, options).fold_spec(spec)
+    else:
+        from .fastmap import Folder
 
-    return Folder(rules, options).fold_spec(spec)
+        partial = Folder(rules, options).fold_spec(spec)
+    partial.accounting.warnings.extend(timeout_warnings(TIMED_OUT - before))
+    return partial
 
 
 __all__ = ["MapOptions", "Masker", "SlowFolder", "map_stream"]

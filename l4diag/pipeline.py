@@ -35,7 +35,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from collections import deque
+from collections import Counter, deque
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 
@@ -44,7 +44,7 @@ from .diagnosis import DiagnoseOptions, diagnose
 from .lines import collapse_warnings, no_usable_input_message
 from .mask import MapOptions, map_stream
 from .model import Diagnosis, Partial
-from .rules import RuleSet, load_rules
+from .rules import TIMED_OUT, RuleSet, load_rules, timeout_warnings
 from .scoring import spatial
 from .sources import InputError, discover
 from .templates import build_templates
@@ -211,7 +211,9 @@ def run_diagnosis(paths: list, options: RunOptions) -> Diagnosis:
     t2 = time.perf_counter()
     for thread in warm_up:
         thread.join()
+    before = Counter(TIMED_OUT)
     result = diagnose(partial, templates, rules, base, DiagnoseOptions(top=options.top), paths)
+    result.accounting.warnings.extend(timeout_warnings(TIMED_OUT - before))
     timings["diagnosis"] = time.perf_counter() - t2
     timings["total"] = time.perf_counter() - t0
     result.timings = {k: round(v, 4) for k, v in timings.items()}

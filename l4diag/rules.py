@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -59,11 +60,23 @@ class Rule:
     generic: bool = False
 
     def search(self, text: str) -> regex.Match | None:
-        """Search with a timeout so a pathological line cannot hang the run."""
+        """Search with a timeout so a pathological line cannot hang the run (counted in ``TIMED_OUT``)."""
         try:
             return self.pattern.search(text, timeout=REGEX_TIMEOUT_S)
         except TimeoutError:
+            TIMED_OUT[f"{self.kind}/{self.name}"] += 1
             return None
+
+
+# rule -> lines on which its regex gave up after REGEX_TIMEOUT_S, in this process. Those lines were
+# not checked against it: callers turn the counts into report warnings (see ``timeout_warnings``).
+TIMED_OUT: Counter = Counter()
+
+
+def timeout_warnings(counts: Counter) -> list:
+    """One report warning per rule that gave up on some lines."""
+    return [f"rule {name} gave up on {n} line(s) after {REGEX_TIMEOUT_S:g} s each; they were not checked against it"
+            for name, n in sorted(counts.items()) if n > 0]
 
 
 @dataclass

@@ -254,3 +254,18 @@ def test_encode_lines_equals_split_and_fromkeys():
         assert distinct == list(dict.fromkeys(lines))
         assert [distinct[i] for i in ids] == lines
     assert fastmap._encode_lines(b"a\nb\n", 3) is None
+
+
+def test_a_rule_that_gives_up_on_a_line_is_reported_not_silent(tmp_path, monkeypatch):
+    from l4diag import rules as rules_mod
+    from l4diag.mask import MapOptions, map_stream
+    from l4diag.model import StreamSpec
+
+    log = tmp_path / "n0.log"
+    log.write_text("iteration 10/100 | lm loss: 2.0 |\nsaving checkpoint at iteration 10 to /ckpt\n")
+    rules = rules_mod.load_rules()
+    monkeypatch.setattr(rules_mod, "REGEX_TIMEOUT_S", 1e-9)  # every search now gives up at once
+    for slow in (True, False):
+        partial = map_stream(StreamSpec(path=str(log), display=str(log), node="n0"), rules, MapOptions(), slow=slow)
+        gave_up = [w for w in partial.accounting.warnings if "gave up on" in w]
+        assert gave_up and all("were not checked against it" in w for w in gave_up)
