@@ -127,10 +127,10 @@ def _demote_generic_after_collateral(ctx: _Context, node: str) -> None:
     # else's failure begin, give or take a few seconds; the launcher's teardown follows the node's own
     # crash, so only what comes strictly after it (the launcher's own traceback) is a wrapper.
     collateral = ctx.collateral.get(node, [])
-    peer = [it for it in collateral if not _launcher_teardown(it)]
-    teardown = [it for it in collateral if _launcher_teardown(it)]
     if not collateral:
         return
+    peer = [it for it in collateral if not _launcher_teardown(it)]
+    teardown = [it for it in collateral if _launcher_teardown(it)]
     first_peer = min(peer, key=_time_order).occ if peer else None
     first_teardown = min(teardown, key=_time_order).occ if teardown else None
     keep = []
@@ -308,8 +308,7 @@ def _fault_finding(ctx: _Context, node: str, items: list) -> Finding:
     iteration = _iteration_at(ctx, node, anchor, stage)
     evidence = _evidence(ctx, node, items, first)
     if best.weight < WEAK_FAULT_WEIGHT:
-        evidence[1:1] = _closing_words(ctx, node, cause)
-        del evidence[MAX_EVIDENCE:]
+        evidence = _unique_lines([*evidence[:1], *_closing_words(ctx, node, cause), *evidence[1:]])[:MAX_EVIDENCE]
     confidence = _confidence(ctx, node, best.weight)
     category, subcategory = rule.category, rule.subcategory
     if rule.generic:
@@ -332,8 +331,7 @@ def _closing_words(ctx: _Context, node: str, cause: _Item) -> list:
     end = min(teardown) if teardown else ctx.node_stats[node].stream_lines.get(file, cause.occ.seq) + 1
     before = Occurrence(file, 0, "", end, None, cause.occ.stage, None)
     words = [(key, occ) for key, occ in _last_words(ctx, node, before) if occ.seq > cause.occ.seq]
-    return [EvidenceLine(node, occ.file, occ.line, occ.text, ctx.key_to_template.get(key), occ.iteration,
-                         occ.stage, occ.time, 0.3) for key, occ in words[-CLOSING_WORDS:]]
+    return [_occurrence_line(ctx, node, key, occ, 0.3) for key, occ in words[-CLOSING_WORDS:]]
 
 
 def _exact_anchor(ctx: _Context, node: str, occ: Occurrence) -> Occurrence:
@@ -369,12 +367,8 @@ def _metric_finding(ctx: _Context, f, failing: list) -> Finding:
     if point is not None:
         after = sorted((p for p in stats.metrics if p.file == point.file and p.seq > point.seq), key=lambda p: p.seq)
         cited += after[:METRIC_FOLLOW_POINTS]
-    evidence, seen = [], set()
-    for rank, p in enumerate(cited):
-        if (p.file, p.line) not in seen:
-            seen.add((p.file, p.line))
-            evidence.append(EvidenceLine(f.node, p.file, p.line, p.text, None, p.iteration, "train", p.time,
-                                         round(1.0 - 0.1 * rank, 2)))
+    evidence = _unique_lines([EvidenceLine(f.node, p.file, p.line, p.text, None, p.iteration, "train", p.time,
+                                           round(1.0 - 0.1 * rank, 2)) for rank, p in enumerate(cited)])
     iteration = f.iteration
     if iteration is None and point is not None:
         occ = Occurrence(point.file, point.line, point.text, point.seq, None, "train", point.time)
@@ -458,12 +452,12 @@ def _first_to_fail(ctx: _Context) -> str | None:
         if times:
             firsts[node] = min(times)
     order = sorted(firsts, key=lambda n: (firsts[n], n))
+    if not order:
+        return None
     if len(order) == 1:
         # Everyone else only waited or was stopped from outside: the one node whose process exited went first.
         others_reacted = any(ctx.collateral.get(n) for n in ctx.nodes if n != order[0])
         return order[0] if others_reacted else None
-    if not order:
-        return None
     if firsts[order[1]] - firsts[order[0]] >= FIRST_FAIL_LEAD_SECONDS:
         return order[0]
     return None
@@ -522,10 +516,11 @@ def _last_words(ctx: _Context, node: str, before: Occurrence) -> list:
                 hit = ctx.key_hits.get(key)
                 if hit is None or not (hit.is_benign or hit.is_collateral):
                     seen[(occ.file, occ.seq)] = (key, occ)
-    ordered = sorted(seen.values(), key=lambda ko: (ko[1].time is None, ko[1].time or 0.0, ko[1].file != before.file,
-                                                    ko[1].file, ko[1].seq))
-    if before.time is None:
-        ordered.sort(key=lambda ko: ko[1].seq)
+    if before.time is None:  # then only lines of its own stream qualify: their order is the stream's
+        ordered = sorted(seen.values(), key=lambda ko: ko[1].seq)
+    else:
+        ordered = sorted(seen.values(), key=lambda ko: (ko[1].time is None, ko[1].time or 0.0,
+                                                        ko[1].file != before.file, ko[1].file, ko[1].seq))
     return ordered[-LAST_WORDS:]
 
 
@@ -544,20 +539,20 @@ def _first_failer_finding(ctx: _Context, node: str) -> Finding:
     anchor = _exact_anchor(ctx, node, words[0][1]) if words else first.occ
     stage = _stage_of(ctx, node, anchor, None)
     iteration = _iteration_at(ctx, node, anchor, stage)
+    exit_one = _exit_status_one(ctx, node)
     crashed_in_python = (
         any(TRACEBACK_FRAME_RE.search(occ.text) for _, occ in words)
         or any(it.hit.fault_rule is not None and it.hit.fault_rule.generic for it in ctx.collateral[node])
-        or _exit_status_one(ctx, node) is not None)
+        or exit_one is not None)
     first_rule = first.hit.collateral_rule or first.hit.fault_rule
     # A teardown line that also matches a specific signature (a launcher reporting SIGKILL) hints the cause.
     hinted = sorted((it for it in ctx.collateral[node] if it.hit.fault_rule is not None
                      and not it.hit.fault_rule.generic), key=lambda it: (-it.hit.fault_weight, _time_order(it)))
-    hints = [it.hit.fault_rule for it in hinted]
     if first_rule is not None and first_rule.category in ("hang", "network"):
         # It timed out first: it was waiting on a collective that never completed.
         category, subcategory = first_rule.category, first_rule.name
-    elif hints:
-        hint = max(hints, key=lambda r: r.weight)
+    elif hinted:
+        hint = hinted[0].hit.fault_rule
         category, subcategory = hint.category, hint.subcategory or hint.name
     elif crashed_in_python:
         category, subcategory = "software", "python_exception"
@@ -566,14 +561,13 @@ def _first_failer_finding(ctx: _Context, node: str) -> Finding:
     if category == "software":
         category, subcategory = _by_stage(category, subcategory, stage)
     evidence = [_evidence_line(it, it.hit.fault_weight) for it in hinted[:1]]
-    exit_one = _exit_status_one(ctx, node)
     if exit_one is not None and category == "software":
         evidence.append(_occurrence_line(ctx, node, *exit_one, 0.5))
     # Words every node printed (the same warning on all ranks) say nothing about why this one ended.
     rare = [(key, occ) for key, occ in words if len(ctx.partial.keys[key]) <= max(1, len(ctx.nodes) // 2)]
     evidence += [_occurrence_line(ctx, node, key, occ, 0.5) for key, occ in reversed(rare)]
-    evidence += [_evidence_line(it, 0.4) for it in sorted(ctx.collateral[node], key=_time_order)[:1]
-                 if not hinted or it is not hinted[0]]
+    evidence += [_evidence_line(it, 0.4) for it in sorted(ctx.collateral[node], key=_time_order)[:1]]
+    evidence = _unique_lines(evidence)
     summary = _summary(category, subcategory, node, stage, iteration,
                        "its process exited first; the other nodes timed out later")
     return Finding(category, subcategory, 0.6, summary, node, [], stage, iteration, first.occ.time, evidence)
@@ -587,6 +581,16 @@ def _exit_status_one(ctx: _Context, node: str) -> tuple | None:
         if stats is not None and "exit" in key and EXIT_CODE_ONE_RE.search(stats.first.text):
             return key, stats.first
     return None
+
+
+def _unique_lines(evidence: list) -> list:
+    """Evidence without a line cited twice (the first citation keeps its place)."""
+    seen, out = set(), []
+    for e in evidence:
+        if (e.file, e.line) not in seen:
+            seen.add((e.file, e.line))
+            out.append(e)
+    return out
 
 
 def _occurrence_line(ctx: _Context, node: str, key: str, occ: Occurrence, score: float) -> EvidenceLine:
@@ -619,7 +623,7 @@ def _stage_of(ctx: _Context, node: str, occ: Occurrence, hint: str | None) -> st
     stats = ctx.node_stats[node]
     stage = occ.stage
     if occ.time is not None:
-        own = [(c, True) for c in map(lambda c: _with_its_line(c, occ), [*stats.stage_changes, *_progress(stats, occ.time)])
+        own = [(c, True) for c in (_with_its_line(c, occ) for c in [*stats.stage_changes, *_progress(stats, occ.time)])
                if c.time is not None and c.time <= occ.time]
         refs = [(c, False) for ref in _reference_nodes(ctx)[:3] if ref != node
                 for c in [*ctx.node_stats[ref].stage_changes, *_progress(ctx.node_stats[ref], occ.time)]

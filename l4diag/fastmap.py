@@ -43,6 +43,7 @@ from .lines import (
     account_stream,
     iter_line_chunks,
     detect_prefix_kind,
+    line_body,
 )
 from .context import Markers
 from .mask import CARRY_TIME_LINES, MAX_KEY_CHARS, SNIFF_LINES, Demuxer, Masker, SlowFolder, _chain, _NodeFold, stream_name
@@ -277,7 +278,7 @@ class Folder(SlowFolder):
         for i in cands:
             t = times[i]
             before = (ctx.iteration, ctx.stage)
-            ctx.observe(marker_body(texts[i]), None if t != t else float(t), base_seq + i + 1, markers,
+            ctx.observe(line_body(texts[i]), None if t != t else float(t), base_seq + i + 1, markers,
                         (display, linenos[i]), bool(exact[i]))
             after = (ctx.iteration, ctx.stage)
             if after != before:
@@ -414,12 +415,6 @@ def _carry_times(times: np.ndarray, fold: _NodeFold, base_seq: int) -> None:
     times[fill] = running[fill]
     if valid.any():
         fold.timed_seq = int(seqs[valid][-1])
-
-
-def marker_body(text: str) -> str:
-    """The text markers look at: the line after its leading timestamp (as ``SlowFolder``)."""
-    m = TS_RE.match(text) if text and (text[0].isdigit() or text[0] in "[(IWEFJMASOND") else None
-    return text[m.end():].lstrip(" ]") if m else text
 
 
 def _has_digit_x(raw: bytes) -> bool:

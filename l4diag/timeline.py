@@ -65,11 +65,7 @@ def _with_until(changes: list, iterations: list) -> list:
     for seqs in marks.values():
         seqs.sort()
     out = []
-    by_file: dict = {}
-    for c in changes:
-        by_file.setdefault(c.file, []).append(c)
-    for file, group in by_file.items():
-        group.sort(key=lambda c: c.seq)
+    for file, group in _by_stream(changes).items():
         seqs = marks.get(file, [])
         for k, c in enumerate(group):
             end = group[k + 1].seq if k + 1 < len(group) else float("inf")
@@ -83,11 +79,7 @@ def _in_stream_order(changes: list) -> list:
     """Estimated times pulled back where they would overtake a later line of the same stream: within
     a stream, line order is certain and estimates are not."""
     out = []
-    by_file: dict = {}
-    for c in changes:
-        by_file.setdefault(c.file, []).append(c)
-    for group in by_file.values():
-        group.sort(key=lambda c: c.seq)
+    for group in _by_stream(changes).values():
         cap = float("inf")
         fixed = []
         for c in reversed(group):
@@ -96,6 +88,16 @@ def _in_stream_order(changes: list) -> list:
             cap = min(cap, c.time)
             fixed.append(c)
         out.extend(reversed(fixed))
+    return out
+
+
+def _by_stream(changes: list) -> dict:
+    """file -> its changes in line order."""
+    out: dict = {}
+    for c in changes:
+        out.setdefault(c.file, []).append(c)
+    for group in out.values():
+        group.sort(key=lambda c: c.seq)
     return out
 
 
