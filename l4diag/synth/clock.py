@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
+
+from ..lines import MONTHS
 
 
 def _dt(epoch: float) -> datetime:
@@ -51,7 +53,7 @@ def syslog(epoch: float) -> str:
 
 # --- moving a real excerpt onto the run's clock ---------------------------------------------------
 
-_MONTHS = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
+_MONTHS = list(MONTHS)  # the order lines.MONTHS numbers them in
 STAMP_RE = re.compile(
     r"(?P<iso>(?P<y>\d{4})-(?P<mo>\d\d)-(?P<d>\d\d)(?P<sep>[ T_])(?P<h>\d\d):(?P<mi>\d\d):(?P<s>\d\d))"
     r"|(?P<sys>\b(?P<smon>" + "|".join(_MONTHS) + r") (?P<sd>[ \d]\d) (?P<sh>\d\d):(?P<smi>\d\d):(?P<ss>\d\d)\b)"
@@ -72,8 +74,16 @@ def retime(lines: list, epoch: float) -> tuple:
     delta = _dt(epoch).replace(microsecond=0, tzinfo=None) - first
     out, offsets, offset = [], [], 0.0
     for line in lines:
-        out.append(STAMP_RE.sub(lambda m: _shifted(m, delta, first.year), line))
-        stamps = [w for w in (_parse(m, first.year) for m in STAMP_RE.finditer(line)) if w is not None]
+        stamps: list = []
+
+        def shift(m: re.Match) -> str:
+            when = _parse(m, first.year)
+            if when is None:
+                return m.group(0)
+            stamps.append(when)
+            return _render(m, when + delta)
+
+        out.append(STAMP_RE.sub(shift, line))
         if stamps:
             offset = max(offset, (stamps[0] - first).total_seconds())
         offsets.append(offset)
@@ -104,11 +114,8 @@ def _parse(m: re.Match, year: int) -> datetime | None:
         return None
 
 
-def _shifted(m: re.Match, delta: timedelta, year: int) -> str:
-    when = _parse(m, year)
-    if when is None:
-        return m.group(0)
-    d = when + delta
+def _render(m: re.Match, d: datetime) -> str:
+    """``d`` in the layout of the timestamp ``m`` matched."""
     if m.group("iso"):
         return d.strftime(f"%Y-%m-%d{m.group('sep')}%H:%M:%S")
     if m.group("sys"):
