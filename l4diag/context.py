@@ -252,10 +252,10 @@ class Context:
                     self.has_stage_markers = True
                     # "saving checkpoint at iteration N" says where the run was even on a rank that logs no iterations
                     said = _as_int(m.group("iter")) if "iter" in m.re.groupindex else None
-                    self._enter(rule.category, time, seq, where[0], said)
+                    self._enter(rule.category, seq, where[0], said)
                     return
 
-    def _enter(self, stage: str, time: float | None, seq: int, file: str, iteration: int | None = None) -> None:
+    def _enter(self, stage: str, seq: int, file: str, iteration: int | None = None) -> None:
         if stage != self.stage:
             self.stage = stage
             at = iteration if iteration is not None else self.iteration
@@ -275,7 +275,7 @@ class Context:
             self._apply_iteration(text, _span_text(text, plan.iter_span), time, seq, markers, where, plan)
         elif plan.kind == "stage":
             self.has_stage_markers = True
-            self._enter(plan.stage, time, seq, where[0], _as_int(_span_text(text, plan.iter_span)))
+            self._enter(plan.stage, seq, where[0], _as_int(_span_text(text, plan.iter_span)))
 
     def _observe_iteration(self, text: str, time: float | None, seq: int, markers: Markers, where: tuple) -> bool:
         for rule in markers.iteration_rules:
@@ -291,7 +291,7 @@ class Context:
         """What an iteration line whose ``iter`` group reads ``value`` does to the context."""
         iteration = _as_int(value)
         if iteration is None:
-            self._enter("train", time, seq, where[0])
+            self._enter("train", seq, where[0])
             point = _metrics(text, self.iteration, time, seq, markers, plan)
             point.file, point.line, point.text = where[0], where[1], text
             self.metrics.append(point)
@@ -302,7 +302,7 @@ class Context:
                 self.log_interval = step
         self.iteration = iteration
         self.has_stage_markers = True
-        self._enter("train", time, seq, where[0])
+        self._enter("train", seq, where[0])
         self.iterations_seen.append(IterationMark(iteration, time, where[0], seq))
         point = _metrics(text, iteration, time, seq, markers, plan)
         point.file, point.line, point.text = where[0], where[1], text

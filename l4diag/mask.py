@@ -198,7 +198,8 @@ class SlowFolder:
         stats.stage_changes = list(ctx.stage_changes)
         stats.has_stage_markers = ctx.has_stage_markers
         if ctx.iterations_seen:
-            stats.last_iteration, stats.last_iteration_time = ctx.iterations_seen[-1][:2]
+            last = ctx.iterations_seen[-1]
+            stats.last_iteration, stats.last_iteration_time = last.iteration, last.time
         existing = self.partial.nodes.get(fold.node)
         if existing is None:
             self.partial.nodes[fold.node] = stats
