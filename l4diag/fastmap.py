@@ -45,7 +45,8 @@ from .lines import (
     detect_prefix_kind,
     line_body,
 )
-from .context import Markers
+from .context import Markers, digit_blind
+from . import native
 from .mask import CARRY_TIME_LINES, MAX_KEY_CHARS, SNIFF_LINES, Demuxer, Masker, SlowFolder, _chain, _NodeFold, stream_name
 from .model import KeyNodeStats, Occurrence, Partial
 
@@ -109,18 +110,58 @@ def _compile(rules) -> dict:
         "marker_re": block_marker_pattern(markers),
         "marker_re2": marker_re2(markers) if pa is not None else None,
         "bulk_masker": BulkMasker(masker),
+        # the native scanner's skeleton table and key ids, shared like key_cache
+        "native_table": None,
+        "native_keys": None,
+        "native_generation": 0,  # how often the table was cleared
+        "zero_digit_x": skeletons is not None and skeletons.pattern == "(?!)",
     }
+
+
+def _native_for(shared: dict):
+    """The native scanner when it can stand in for the numpy path under these rules, else None.
+
+    It needs skeletons (digit-invariant masks), marker rules that are digit-blind (a skeleton's
+    lines are marker candidates together) and Arrow (the masks and the marker prefilter are RE2)."""
+    mod = native.module()
+    markers = shared["markers"]
+    if mod is None or pa is None or shared["skeletons"] is None:
+        return None
+    if not digit_blind([*markers.iteration_rules, *markers.stage_rules]):
+        return None
+    if shared["native_table"] is None:
+        shared["native_table"] = mod.SkeletonTable()
+        shared["native_keys"] = native.KeyIds()
+    return mod
 
 
 class _Batch:
     """Lines of one node from one block: texts, their skeletons and line numbers."""
 
-    __slots__ = ("texts", "skels", "linenos", "block", "coded")
+    __slots__ = ("texts", "skels", "linenos", "block", "coded", "times", "cands", "line_key")
 
     def __init__(self, texts, skels, linenos, block, coded=None) -> None:
         self.texts, self.skels, self.linenos, self.block = texts, skels, linenos, block
         # instead of skels: (distinct skeletons in order of first appearance, per-line index into them)
         self.coded = coded
+        # from the native scanner: the lines' times, marker candidates and key ids (see Folder._scanned_batch)
+        self.times = self.cands = self.line_key = None
+
+
+class _ScannedStream:
+    """What the native path remembers within one stream: which skeletons are marker candidates.
+
+    The marker rules are digit-blind, so a skeleton without ``<NODE>`` decides for its lines
+    (``native.KeyIds.candidate``, for the whole run). One with ``<NODE>`` is decided per stream:
+    lines of one stream with the same skeleton differ only in their digits (the node is the same),
+    so one line decides for all. Indexed by skeleton id (-1 not seen yet); ``generation`` follows
+    the table, whose ids restart when it is cleared."""
+
+    __slots__ = ("candidate", "generation")
+
+    def __init__(self) -> None:
+        self.candidate = np.zeros(0, dtype=np.int8)
+        self.generation = -1
 
 
 class Folder(SlowFolder):
@@ -142,6 +183,8 @@ class Folder(SlowFolder):
         self.marker_re2 = shared["marker_re2"]
         self.bulk_masker = shared["bulk_masker"]
         self.times = BulkTimes()
+        self.native = _native_for(shared)
+        self.shared = shared
 
     # --- reading -------------------------------------------------------------------------------
 
@@ -149,18 +192,18 @@ class Folder(SlowFolder):
         stats = LineStats()
         acct = self.partial.accounting
         acct.streams += 1
-        blocks = iter_blocks(fh, stats, self.options.max_line_bytes)
+        blocks = iter_blocks(fh, stats, self.options.max_line_bytes, self.native)
         if node is None:
             head = []
             n = 0
             for item in blocks:
                 head.append(item)
-                n += len(item[1])
+                n += item[4] if item[0] == "clean" else len(item[1])
                 if n >= SNIFF_LINES:
                     break
             sample = []
             for item in head:
-                sample.extend(item[1] if item[0] == "clean" else [t for _, t in item[1]])
+                sample.extend(_clean_texts(item, SNIFF_LINES) if item[0] == "clean" else [t for _, t in item[1]])
                 if len(sample) >= SNIFF_LINES:
                     break
             kind = detect_prefix_kind(sample[:SNIFF_LINES])
@@ -177,9 +220,14 @@ class Folder(SlowFolder):
         fold = _NodeFold(node, display)
         local: dict = {}
         nb = node.encode("utf-8") if len(node) >= 3 else None
+        native_node = nb if nb is None or b"\n" not in nb else False  # a node name never spans lines
+        scanned = _ScannedStream()
         for item in items:
-            if item[0] == "clean":
-                _, texts, first_lineno, raw = item
+            if item[0] == "clean" and item[1] is None and native_node is not False:  # vouched for by self.native
+                self._fold_batch(fold, local, display, self._scanned_batch(item, native_node, fold, scanned))
+            elif item[0] == "clean":
+                _, texts, first_lineno, raw, _ = item
+                texts = _clean_texts(item)
                 coded = None
                 if self.skeletons is not None:
                     b = raw.replace(nb, b"<NODE>") if nb is not None and nb in raw else raw
@@ -212,7 +260,7 @@ class Folder(SlowFolder):
         folds: dict = {}
         demux = Demuxer(kind, display)
         for item in items:
-            pairs = zip(range(item[2], item[2] + len(item[1])), item[1]) if item[0] == "clean" else item[1]
+            pairs = zip(range(item[2], item[2] + item[4]), _clean_texts(item)) if item[0] == "clean" else item[1]
             per_node: dict = {}
             for lineno, text in pairs:
                 node, rest = demux.split(text)
@@ -247,8 +295,11 @@ class Folder(SlowFolder):
             return
         base_seq = fold.seq
         fold.seq += n
-        arr = pa.array(texts, pa.string()) if pa is not None and n >= 64 else None
-        times = self.times.compute(texts, fold.ts, batch.block)
+        if batch.times is not None:
+            arr, times = None, batch.times
+        else:
+            arr = pa.array(texts, pa.string()) if pa is not None and n >= 64 else None
+            times = self.times.compute(texts, fold.ts, batch.block)
         stats = fold.stats
         exact = ~np.isnan(times)
         _carry_times(times, fold, base_seq)
@@ -262,10 +313,13 @@ class Folder(SlowFolder):
 
         # context: only candidate lines are observed; record where iteration/stage changed
         ctx = fold.ctx
-        markers = self.observe_markers if arr is not None and self.marker_re2 is not None else self.markers
+        prefiltered = arr is not None or batch.cands is not None
+        markers = self.observe_markers if prefiltered and self.marker_re2 is not None else self.markers
         change_at = [-1]
         change_state = [(ctx.iteration, ctx.stage)]
-        if arr is not None and self.marker_re2 is not None:
+        if batch.cands is not None:
+            cands = batch.cands
+        elif arr is not None and self.marker_re2 is not None:
             hit = pc.match_substring_regex(arr, pattern=self.marker_re2).to_numpy(zero_copy_only=False)
             all_ascii = batch.block.isascii() if batch.block is not None else pc.all(pc.string_is_ascii(arr)).as_py()
             if not all_ascii:  # RE2 is ASCII-only: non-ASCII lines are candidates
@@ -301,16 +355,7 @@ class Folder(SlowFolder):
             return Occurrence(display, linenos[i], texts[i], base_seq + i + 1, state[0], state[1],
                               None if t != t else float(t), bool(exact[i]) or t != t)
 
-        key_cache = self.key_cache
-        # in order of first appearance
-        distinct = dict.fromkeys(skels if batch.coded is None else batch.coded[0])
-        missing = [sk for sk in distinct if sk not in key_cache]
-        if missing:
-            if len(key_cache) + len(missing) > MAX_SKELETON_CACHE:
-                key_cache.clear()
-                missing = list(distinct)
-            key_cache.update(zip(missing, self.bulk_masker.keys(missing)))
-        for stage, key_stats in _stage_run_keys(skels, distinct, key_cache, runs, batch.coded):
+        for stage, key_stats in self._batch_keys(batch, runs):
             for key, c, fi, li in key_stats:
                 e = local.get(key)
                 if e is None:
@@ -323,6 +368,95 @@ class Folder(SlowFolder):
                     e[2] = occ(li)  # later segments and batches come later in the stream
                     if base_seq + fi + 1 < e[1].seq:  # pragma: no cover - cannot happen, kept as a guard
                         e[1] = occ(fi)
+
+    def _batch_keys(self, batch: _Batch, runs: list):
+        """``_stage_run_keys`` of a batch: per stage run, its keys with counts and first/last lines."""
+        if batch.line_key is not None:
+            names = self.shared["native_keys"].names
+            for a, b, stage in runs:
+                yield stage, _run_key_stats(batch.line_key[a:b], a, names)
+            return
+        key_cache = self.key_cache
+        skels = batch.skels
+        # in order of first appearance
+        distinct = dict.fromkeys(skels if batch.coded is None else batch.coded[0])
+        missing = [sk for sk in distinct if sk not in key_cache]
+        if missing:
+            if len(key_cache) + len(missing) > MAX_SKELETON_CACHE:
+                key_cache.clear()
+                missing = list(distinct)
+            key_cache.update(zip(missing, self.bulk_masker.keys(missing)))
+        yield from _stage_run_keys(skels, distinct, key_cache, runs, batch.coded)
+
+    def _scanned_batch(self, item: tuple, nb: bytes | None, fold: _NodeFold, scanned: _ScannedStream) -> _Batch:
+        """A plain ASCII block through the native scanner: the batch the numpy path would fold, with
+        its times, marker candidates and key ids already worked out."""
+        _, _, first_lineno, raw, count = item
+        shared = self.shared
+        table, keys = shared["native_table"], shared["native_keys"]
+        if len(table) > MAX_SKELETON_CACHE:  # bounded memory on unique ids, as key_cache
+            table.clear()
+            keys.reset_skeletons()
+            shared["native_generation"] += 1
+        starts, ids, times, years, flags = self.native.scan(raw, nb, table, shared["zero_digit_x"])
+        starts = np.frombuffer(starts, dtype=np.int64)
+        ids = np.frombuffer(ids, dtype=np.int32)
+        flags = np.frombuffer(flags, dtype=np.uint8)
+        if len(ids) != count:  # pragma: no cover - count_clean_lines and scan split alike
+            raise AssertionError(f"native scan split {len(ids)} lines, expected {count}")
+        if keys.skeletons_done < len(table):
+            new = table.skeletons[keys.skeletons_done:]
+            keys.add_skeletons(self.bulk_masker.keys(new), self._skeleton_candidates(new))
+        texts = native.ScannedLines(raw, starts)
+        iso = (flags & self.native.FLAG_ISO) != 0
+        y = np.frombuffer(years, dtype=np.int32) if iso.any() else None
+        out = np.frombuffer(times, dtype=np.float64).copy()
+        batch = _Batch(texts, None, range(first_lineno, first_lineno + count), raw)
+        batch.times = BulkTimes.resolve(out, iso, (flags & self.native.FLAG_HARD) != 0, y, texts, fold.ts)
+        batch.cands = self._scanned_candidates(ids, flags, texts, scanned)
+        batch.line_key = keys.of_skeleton[ids]
+        return batch
+
+    def _scanned_candidates(self, ids: np.ndarray, flags: np.ndarray, texts, scanned: _ScannedStream) -> list:
+        """Indices of the marker candidates of a scanned block: decided once per skeleton and stream."""
+        generation = self.shared["native_generation"]
+        if scanned.generation != generation:
+            scanned.candidate, scanned.generation = np.zeros(0, dtype=np.int8), generation
+        size = len(self.shared["native_table"])
+        if len(scanned.candidate) < size:
+            grow = np.full(size - len(scanned.candidate), -1, dtype=np.int8)
+            scanned.candidate = np.concatenate([scanned.candidate, grow])
+        state = self.shared["native_keys"].candidate[ids]
+        per_stream = np.flatnonzero(state < 0)
+        if len(per_stream):
+            state[per_stream] = scanned.candidate[ids[per_stream]]
+        unknown = np.flatnonzero(state < 0)
+        if len(unknown):
+            skeleton_ids, first = np.unique(ids[unknown], return_index=True)
+            scanned.candidate[skeleton_ids] = self._marker_candidates([texts[int(i)] for i in unknown[first]])
+            state[unknown] = scanned.candidate[ids[unknown]]
+        # a literal "<NODE>" in a line could make it share a skeleton with a line naming the node
+        hit = (state > 0) | ((flags & self.native.FLAG_LITERAL_NODE) != 0)
+        return np.flatnonzero(hit).tolist()
+
+    def _skeleton_candidates(self, skeletons: list) -> np.ndarray:
+        """Per skeleton: 1 or 0 when it decides whether its lines are marker candidates, -1 when
+        it holds ``<NODE>`` (the node name or a literal one): then each stream decides."""
+        out = np.full(len(skeletons), -1, dtype=np.int8)
+        plain = [i for i, sk in enumerate(skeletons) if "<NODE>" not in sk]
+        if plain:
+            out[plain] = self._marker_candidates([skeletons[i] for i in plain])
+        return out
+
+    def _marker_candidates(self, texts: list) -> np.ndarray:
+        """Whether each text could match a marker (the prefilter ``_fold_batch`` applies to a block)."""
+        if self.marker_re2 is not None:
+            hit = pc.match_substring_regex(pa.array(texts, pa.string()), pattern=self.marker_re2)
+            return hit.to_numpy(zero_copy_only=False)
+        if self.marker_re is None:
+            return np.ones(len(texts), dtype=bool)
+        found = set(candidate_lines(self.marker_re, "\n".join(texts)))
+        return np.array([i in found for i in range(len(texts))], dtype=bool)
 
     def _finish_local(self, fold: _NodeFold, local: dict, display: str) -> None:
         keys = self.partial.keys
@@ -430,22 +564,26 @@ def _has_digit_x(raw: bytes) -> bool:
 # --- reading blocks ------------------------------------------------------------------------------
 
 
-def iter_blocks(fh, stats: LineStats, max_line_bytes: int):
+def iter_blocks(fh, stats: LineStats, max_line_bytes: int, native_module=None):
     """Like ``lines.iter_text_lines``, but a block at a time.
 
-    Yields ``("clean", texts, first_lineno, raw_bytes)`` for a block of plain lines (all parsed)
-    and ``("lines", [(lineno, text), ...])`` for anything else (line by line, as the reference).
-    The line structure, decoding and every hostile-input guard come from ``lines.iter_line_chunks``.
+    Yields ``("clean", texts, first_lineno, raw_bytes, line_count)`` for a block of plain lines (all
+    parsed; ``texts`` is None for a plain ASCII block that ``native_module`` vouched for: see
+    ``_clean_texts``) and ``("lines", [(lineno, text), ...])`` for anything else (line by line, as
+    the reference). The line structure, decoding and every hostile-input guard come from
+    ``lines.iter_line_chunks``.
     """
     lineno = 0
     for kind, data in iter_line_chunks(fh, stats, max_line_bytes):
         if kind == "lines":
-            parts = _clean_parts(data, max_line_bytes)
-            if parts is not None:
-                stats.read += len(parts)
-                stats.parsed += len(parts)
-                yield ("clean", parts, lineno + 1, data)
-                lineno += len(parts)
+            count = native_module.count_clean_lines(data, max_line_bytes) if native_module is not None else -1
+            parts = _clean_parts(data, max_line_bytes) if count < 0 else None
+            if count >= 0 or parts is not None:
+                count = len(parts) if count < 0 else count
+                stats.read += count
+                stats.parsed += count
+                yield ("clean", parts, lineno + 1, data, count)
+                lineno += count
                 continue
             out = []
             for text_line, truncated in _split_long(data, max_line_bytes):
@@ -460,6 +598,15 @@ def iter_blocks(fh, stats: LineStats, max_line_bytes: int):
             out = list(_emit(data, lineno, stats, truncated=kind == "long"))
         if out:
             yield ("lines", out)
+
+
+def _clean_texts(item: tuple, limit: int | None = None) -> list:
+    """The texts of a ``"clean"`` block, or its first ``limit`` (split here if the native check left
+    them unsplit)."""
+    if item[1] is not None:
+        return item[1] if limit is None else item[1][:limit]
+    count = item[4] if limit is None else min(limit, item[4])
+    return [line.decode("ascii") for line in item[3].split(b"\n", count)[:count]]
 
 
 def _clean_parts(complete: bytes, max_line_bytes: int) -> list | None:
@@ -700,6 +847,16 @@ class BulkTimes:
             out[valid] = vals[valid]
         else:
             y = None
+        return self.resolve(out, iso, maybe, y, texts, parser)
+
+    @staticmethod
+    def resolve(out: np.ndarray, iso: np.ndarray, maybe: np.ndarray, y: np.ndarray | None, texts, parser: TimestampParser) -> np.ndarray:
+        """Complete ``out`` (times of the plain ISO lines) with the parser's times of the ``maybe`` lines.
+
+        ``iso`` says which lines have the plain ISO layout and ``y`` their years: the parser takes
+        its year from the last full date before each line it parses, and keeps the last one after.
+        """
+        rows = np.arange(len(out))
         hard = np.flatnonzero(maybe)
         iso_idx = np.flatnonzero(iso)
         if len(hard):

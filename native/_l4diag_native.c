@@ -1,0 +1,460 @@
+/* The map step's per-line work for plain ASCII blocks, in one pass per block (optional).
+ *
+ * l4diag/native.py wraps this module; l4diag/fastmap.py uses it when it was built and falls back
+ * to its numpy/Arrow path otherwise. Every function here computes exactly what that path
+ * computes (tests/test_native.py compares them line by line):
+ *
+ *   count_clean_lines(block, max_line_bytes) -> n, or -1 when the block is not plain ASCII
+ *       ending in a newline with no control byte and no empty, blank or over-long line (then
+ *       fastmap._clean_parts decides)
+ *   scan(block, node, table, zero_digit_x) -> (starts, skeleton ids, times, years, flags)
+ *       starts:   int64[n + 1], line i is block[starts[i] : starts[i + 1] - 1]
+ *       ids:      int32[n], the id in ``table`` of the line's skeleton: the line with every
+ *                 occurrence of ``node`` replaced by "<NODE>" and every digit 1-9 turned into 0
+ *                 (digits kept on lines with [1-9][xX] unless zero_digit_x)   [fastmap skeletons]
+ *       times:    float64[n], the plain ISO leading timestamp, NaN elsewhere   [fastmap.BulkTimes]
+ *       years:    int32[n], the year of lines with the plain ISO layout (valid date or not)
+ *       flags:    uint8[n], ISO_LAYOUT | HARD (TimestampParser must look) | LITERAL_NODE
+ *   SkeletonTable(): skeleton text -> dense id; ``skeletons`` lists them by id; clear(); len().
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#define FLAG_ISO 1
+#define FLAG_HARD 2
+#define FLAG_LITERAL_NODE 4
+
+/* ------------------------------------------------------------------------------------------ */
+/* skeleton table: open addressing on a 64-bit hash, verified against the stored text */
+
+typedef struct {
+    PyObject_HEAD
+    uint64_t *hashes;
+    int32_t *slots; /* -1: empty, else an id */
+    Py_ssize_t cap;  /* power of two */
+    PyObject *skeletons; /* list of str, by id */
+} Table;
+
+static uint64_t hash_bytes(const unsigned char *p, Py_ssize_t n) {
+    uint64_t h = 0x9E3779B97F4A7C15ULL ^ (uint64_t)n;
+    while (n >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        h = (h ^ w) * 0xFF51AFD7ED558CCDULL;
+        h ^= h >> 32;
+        p += 8;
+        n -= 8;
+    }
+    uint64_t w = 0;
+    memcpy(&w, p, (size_t)n);
+    h = (h ^ w) * 0xC4CEB9FE1A85EC53ULL;
+    h ^= h >> 29;
+    return h;
+}
+
+static int table_alloc(Table *t, Py_ssize_t cap) {
+    uint64_t *hashes = PyMem_Calloc((size_t)cap, sizeof(uint64_t));
+    int32_t *slots = PyMem_Malloc((size_t)cap * sizeof(int32_t));
+    if (!hashes || !slots) {
+        PyMem_Free(hashes);
+        PyMem_Free(slots);
+        PyErr_NoMemory();
+        return -1;
+    }
+    memset(slots, 0xff, (size_t)cap * sizeof(int32_t));
+    PyMem_Free(t->hashes);
+    PyMem_Free(t->slots);
+    t->hashes = hashes;
+    t->slots = slots;
+    t->cap = cap;
+    return 0;
+}
+
+static int table_grow(Table *t) {
+    uint64_t *old_h = t->hashes;
+    int32_t *old_s = t->slots;
+    Py_ssize_t old_cap = t->cap;
+    t->hashes = NULL;
+    t->slots = NULL;
+    if (table_alloc(t, old_cap * 2) < 0) {
+        t->hashes = old_h;
+        t->slots = old_s;
+        t->cap = old_cap;
+        return -1;
+    }
+    Py_ssize_t mask = t->cap - 1;
+    for (Py_ssize_t i = 0; i < old_cap; i++) {
+        if (old_s[i] < 0) continue;
+        Py_ssize_t j = (Py_ssize_t)(old_h[i] & (uint64_t)mask);
+        while (t->slots[j] >= 0) j = (j + 1) & mask;
+        t->slots[j] = old_s[i];
+        t->hashes[j] = old_h[i];
+    }
+    PyMem_Free(old_h);
+    PyMem_Free(old_s);
+    return 0;
+}
+
+/* the id of a skeleton, adding it when new; -1 on error */
+static int32_t table_id(Table *t, const unsigned char *p, Py_ssize_t n) {
+    uint64_t h = hash_bytes(p, n);
+    Py_ssize_t mask = t->cap - 1;
+    Py_ssize_t j = (Py_ssize_t)(h & (uint64_t)mask);
+    for (;;) {
+        int32_t id = t->slots[j];
+        if (id < 0) break;
+        if (t->hashes[j] == h) {
+            PyObject *s = PyList_GET_ITEM(t->skeletons, id);
+            if (PyUnicode_GET_LENGTH(s) == n && memcmp(PyUnicode_1BYTE_DATA(s), p, (size_t)n) == 0) return id;
+        }
+        j = (j + 1) & mask;
+    }
+    Py_ssize_t size = PyList_GET_SIZE(t->skeletons);
+    if (size >= INT32_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "too many skeletons");
+        return -1;
+    }
+    PyObject *s = PyUnicode_DecodeASCII((const char *)p, n, "strict");
+    if (!s) return -1;
+    if (PyList_Append(t->skeletons, s) < 0) {
+        Py_DECREF(s);
+        return -1;
+    }
+    Py_DECREF(s);
+    t->slots[j] = (int32_t)size;
+    t->hashes[j] = h;
+    if ((size + 1) * 2 > t->cap && table_grow(t) < 0) return -1;
+    return (int32_t)size;
+}
+
+static PyObject *Table_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    Table *t = (Table *)type->tp_alloc(type, 0);
+    if (!t) return NULL;
+    t->skeletons = PyList_New(0);
+    if (!t->skeletons || table_alloc(t, 1024) < 0) {
+        Py_DECREF(t);
+        return NULL;
+    }
+    return (PyObject *)t;
+}
+
+static void Table_dealloc(Table *t) {
+    PyMem_Free(t->hashes);
+    PyMem_Free(t->slots);
+    Py_XDECREF(t->skeletons);
+    Py_TYPE(t)->tp_free((PyObject *)t);
+}
+
+static PyObject *Table_clear(Table *t, PyObject *unused) {
+    PyObject *fresh = PyList_New(0);
+    if (!fresh) return NULL;
+    if (table_alloc(t, 1024) < 0) {
+        Py_DECREF(fresh);
+        return NULL;
+    }
+    Py_SETREF(t->skeletons, fresh);
+    Py_RETURN_NONE;
+}
+
+static Py_ssize_t Table_len(Table *t) { return PyList_GET_SIZE(t->skeletons); }
+
+static PyObject *Table_get_skeletons(Table *t, void *closure) { return Py_NewRef(t->skeletons); }
+
+static PyMethodDef Table_methods[] = {
+    {"clear", (PyCFunction)Table_clear, METH_NOARGS, "Forget every skeleton (ids start again at 0)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Table_getset[] = {
+    {"skeletons", (getter)Table_get_skeletons, NULL, "The skeletons by id (a list; do not modify).", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PySequenceMethods Table_as_sequence = {.sq_length = (lenfunc)Table_len};
+
+static PyTypeObject TableType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "_l4diag_native.SkeletonTable",
+    .tp_basicsize = sizeof(Table),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Skeleton texts to dense ids.",
+    .tp_new = Table_new,
+    .tp_dealloc = (destructor)Table_dealloc,
+    .tp_methods = Table_methods,
+    .tp_getset = Table_getset,
+    .tp_as_sequence = &Table_as_sequence,
+};
+
+/* ------------------------------------------------------------------------------------------ */
+/* plain blocks */
+
+static PyObject *count_clean_lines(PyObject *self, PyObject *args) {
+    Py_buffer buf;
+    Py_ssize_t max_line_bytes;
+    if (!PyArg_ParseTuple(args, "y*n", &buf, &max_line_bytes)) return NULL;
+    const unsigned char *p = buf.buf;
+    Py_ssize_t n = buf.len, lines = 0, pos = 0;
+    int bad = n == 0 || p[n - 1] != '\n';
+    while (!bad && pos < n) {
+        const unsigned char *L = p + pos;
+        Py_ssize_t len = (const unsigned char *)memchr(L, '\n', (size_t)(n - pos)) - L;
+        Py_ssize_t lead = 0;
+        while (lead < len && (L[lead] == ' ' || L[lead] == '\t')) lead++;
+        bad = lead == len || len * 4 > max_line_bytes; /* empty or blank, or too long */
+        unsigned char acc = 0;
+        for (Py_ssize_t j = 0; j < len; j++) /* no early exit: vectorised */
+            acc |= (unsigned char)(((L[j] < 32) & (L[j] != '\t')) | (L[j] >= 127));
+        bad |= acc;
+        lines++;
+        pos += len + 1;
+    }
+    PyBuffer_Release(&buf);
+    return PyLong_FromSsize_t(bad ? -1 : lines);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* timestamps: fastmap.BulkTimes' column tests, one line at a time */
+
+static unsigned char FIRST_OK[256], LETTER[256], GLOG[256];
+
+static int64_t days_from_civil(int64_t y, int64_t m) {
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+static const char *MONTHS[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+static const int ISO_DIGITS[] = {0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18};
+
+#define ISDIGIT(c) ((unsigned char)((c) - '0') < 10)
+
+/* memmem for the short needles here: memchr (SIMD in libc) finds candidates for the first byte;
+ * on ~100-byte lines it is several times faster than glibc's general memmem */
+static const unsigned char *find(const unsigned char *h, Py_ssize_t hn, const unsigned char *nd, Py_ssize_t nn) {
+    const unsigned char *end = h + hn - nn + 1;
+    if (nn <= 0 || hn < nn) return NULL;
+    while (h < end) {
+        const unsigned char *c = memchr(h, nd[0], (size_t)(end - h));
+        if (!c) return NULL;
+        if (memcmp(c + 1, nd + 1, (size_t)(nn - 1)) == 0) return c;
+        h = c + 1;
+    }
+    return NULL;
+}
+
+static void line_time(const unsigned char *L, Py_ssize_t len, int colon_bracket, double *out, int32_t *year, uint8_t *flags) {
+/* bytes past the line end read as its newline, as the numpy window over the block does */
+#define AT(k) ((k) < len ? L[k] : (unsigned char)'\n')
+    unsigned char first = AT(0);
+    int off = (first == '[' || first == '(') ? 1 : 0;
+#define S(k) AT((k) + off)
+    int first_ok = FIRST_OK[first];
+    int iso = first_ok;
+    for (int k = 0; iso && k < 14; k++) iso = ISDIGIT(S(ISO_DIGITS[k]));
+    iso = iso && S(4) == '-' && S(7) == '-' && S(13) == ':' && S(16) == ':' &&
+          (S(10) == 'T' || S(10) == ' ' || S(10) == '_');
+    int maybe = first_ok && !iso;
+    if (LETTER[first]) {
+        int glog_like = GLOG[first] && ISDIGIT(AT(1));
+        int month_like = 0;
+        for (int m = 0; m < 12 && !month_like; m++)
+            month_like = AT(0) == (unsigned char)MONTHS[m][0] && AT(1) == (unsigned char)MONTHS[m][1] &&
+                         AT(2) == (unsigned char)MONTHS[m][2];
+        month_like = month_like && AT(3) == ' ';
+        maybe = maybe && (glog_like || month_like);
+    }
+    if (colon_bracket) {
+        maybe = maybe || first_ok;
+        iso = 0;
+    }
+    *out = NAN;
+    *year = 0;
+    if (iso) {
+#define D(k) ((int64_t)(S(k) - '0'))
+        int64_t y = D(0) * 1000 + D(1) * 100 + D(2) * 10 + D(3);
+        int64_t mo = D(5) * 10 + D(6), d = D(8) * 10 + D(9), h = D(11) * 10 + D(12);
+        int64_t mi = D(14) * 10 + D(15), sec = D(17) * 10 + D(18);
+        *year = (int32_t)y;
+        unsigned char sep = S(19);
+        int flen = 0;
+        int64_t fval = 0;
+        if (sep == '.' || sep == ',') {
+            while (flen < 6 && ISDIGIT(S(20 + flen))) {
+                fval = fval * 10 + D(20 + flen);
+                flen++;
+            }
+        }
+        if (y >= 1970 && y <= 2200 && mo >= 1 && mo <= 12 && d >= 1 && d <= 31 && h < 24) {
+            int64_t days = days_from_civil(y, mo) + d - 1;
+            double base = (double)(((days * 24 + h) * 60 + mi) * 60 + sec);
+            static const double POW10[] = {1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6};
+            double frac = flen > 0 ? (double)fval / POW10[flen] : 0.0;
+            *out = base + frac;
+        }
+#undef D
+    }
+    *flags = (uint8_t)((iso ? FLAG_ISO : 0) | (maybe ? FLAG_HARD : 0));
+#undef S
+#undef AT
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* scan */
+
+#define HAS_DIGIT_X 1   /* [1-9][xX] */
+#define HAS_COLON_BRACKET 2 /* ]:[ */
+#define HAS_LT 4 /* <, as in a literal <NODE> */
+#define HAS_NODE_START 8 /* the node's first two bytes */
+
+/* which of the HAS_ bits a line has: one pass, no early exit, so that it is vectorised */
+static unsigned char line_bits(const unsigned char *L, Py_ssize_t len, unsigned char n0, unsigned char n1) {
+    unsigned char acc = 0;
+    if (len >= 2) acc |= (unsigned char)(((L[0] == n0) & (L[1] == n1)) << 3);
+    for (Py_ssize_t j = 1; j + 1 < len; j++)
+        acc |= (unsigned char)((((L[j] | 0x20) == 'x') & ((unsigned char)(L[j - 1] - '1') < 9)) |
+                               (((L[j - 1] == ']') & (L[j] == ':') & (L[j + 1] == '[')) << 1) | ((L[j] == '<') << 2) |
+                               (((L[j] == n0) & (L[j + 1] == n1)) << 3));
+    if (len >= 2) {
+        unsigned char a = L[len - 2], b = L[len - 1];
+        acc |= (unsigned char)((((b | 0x20) == 'x') & ((unsigned char)(a - '1') < 9)) | ((b == '<') << 2));
+    }
+    if (len >= 1) acc |= (unsigned char)((L[0] == '<') << 2);
+    return acc;
+}
+
+static void copy_zeroed(unsigned char *out, const unsigned char *in, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i < n; i++) out[i] = (unsigned char)(in[i] - '1') < 9 ? '0' : in[i];
+}
+
+static PyObject *scan(PyObject *self, PyObject *args) {
+    Py_buffer buf;
+    PyObject *node_obj, *table_obj;
+    int zero_digit_x;
+    if (!PyArg_ParseTuple(args, "y*OO!p", &buf, &node_obj, &TableType, &table_obj, &zero_digit_x)) return NULL;
+    Table *table = (Table *)table_obj;
+    const unsigned char *p = buf.buf, *node = NULL;
+    Py_ssize_t n = buf.len, node_len = 0;
+    PyObject *result = NULL, *starts = NULL, *ids = NULL, *times = NULL, *years = NULL, *flags = NULL;
+    unsigned char *scratch = NULL;
+    if (node_obj != Py_None) {
+        if (!PyBytes_Check(node_obj)) {
+            PyErr_SetString(PyExc_TypeError, "node must be bytes or None");
+            goto done;
+        }
+        node = (const unsigned char *)PyBytes_AS_STRING(node_obj);
+        node_len = PyBytes_GET_SIZE(node_obj);
+        if (node_len == 0) node = NULL;
+    }
+    Py_ssize_t lines = 0;
+    for (const unsigned char *q = p; (q = memchr(q, '\n', (size_t)(p + n - q))) != NULL; q++) lines++;
+    if (n > 0 && p[n - 1] != '\n') lines++;
+    starts = PyBytes_FromStringAndSize(NULL, (lines + 1) * 8);
+    ids = PyBytes_FromStringAndSize(NULL, lines * 4);
+    times = PyBytes_FromStringAndSize(NULL, lines * 8);
+    years = PyBytes_FromStringAndSize(NULL, lines * 4);
+    flags = PyBytes_FromStringAndSize(NULL, lines);
+    if (!starts || !ids || !times || !years || !flags) goto done;
+    int64_t *st = (int64_t *)PyBytes_AS_STRING(starts);
+    int32_t *id = (int32_t *)PyBytes_AS_STRING(ids);
+    double *tm = (double *)PyBytes_AS_STRING(times);
+    int32_t *yr = (int32_t *)PyBytes_AS_STRING(years);
+    uint8_t *fl = (uint8_t *)PyBytes_AS_STRING(flags);
+    Py_ssize_t scratch_cap = 4096;
+    scratch = PyMem_Malloc((size_t)scratch_cap);
+    if (!scratch) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_ssize_t pos = 0;
+    for (Py_ssize_t i = 0; i < lines; i++) {
+        const unsigned char *L = p + pos;
+        const unsigned char *nl = memchr(L, '\n', (size_t)(n - pos));
+        Py_ssize_t len = nl ? nl - L : n - pos;
+        st[i] = pos;
+        pos += len + 1;
+        unsigned char bits = line_bits(L, len, node ? node[0] : 0, node ? node[1] : 0);
+        if (node && node_len < 2) bits |= HAS_NODE_START; /* no pair to look for: search every line */
+        line_time(L, len, bits & HAS_COLON_BRACKET, &tm[i], &yr[i], &fl[i]);
+        if ((bits & HAS_LT) && find(L, len, (const unsigned char *)"<NODE>", 6) != NULL) fl[i] |= FLAG_LITERAL_NODE;
+        /* the skeleton: "<NODE>" is longer than a node of 3+ bytes by at most 3 per occurrence */
+        Py_ssize_t need = len * 2 + 8;
+        if (need > scratch_cap) {
+            unsigned char *bigger = PyMem_Realloc(scratch, (size_t)need);
+            if (!bigger) {
+                PyErr_NoMemory();
+                goto done;
+            }
+            scratch = bigger;
+            scratch_cap = need;
+        }
+        int zero = zero_digit_x || !(bits & HAS_DIGIT_X);
+        Py_ssize_t k = 0, j = 0;
+        while (j < len) {
+            const unsigned char *hit = (bits & HAS_NODE_START) ? find(L + j, len - j, node, node_len) : NULL;
+            Py_ssize_t upto = hit ? hit - L : len;
+            if (zero)
+                copy_zeroed(scratch + k, L + j, upto - j);
+            else
+                memcpy(scratch + k, L + j, (size_t)(upto - j));
+            k += upto - j;
+            j = upto;
+            if (hit) {
+                memcpy(scratch + k, "<NODE>", 6);
+                k += 6;
+                j += node_len;
+            }
+        }
+        int32_t sid = table_id(table, scratch, k);
+        if (sid < 0) goto done;
+        id[i] = sid;
+    }
+    st[lines] = n + (n > 0 && p[n - 1] != '\n' ? 1 : 0);
+    result = PyTuple_Pack(5, starts, ids, times, years, flags);
+done:
+    PyMem_Free(scratch);
+    Py_XDECREF(starts);
+    Py_XDECREF(ids);
+    Py_XDECREF(times);
+    Py_XDECREF(years);
+    Py_XDECREF(flags);
+    PyBuffer_Release(&buf);
+    return result;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+
+static PyMethodDef methods[] = {
+    {"count_clean_lines", count_clean_lines, METH_VARARGS,
+     "Lines of a plain ASCII block ending in a newline; -1 if it is not plain, -2 if not ASCII."},
+    {"scan", scan, METH_VARARGS, "(starts, skeleton ids, times, years, flags) of a plain ASCII block."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_l4diag_native", "l4diag's optional native map scanner.",
+                                    -1, methods};
+
+PyMODINIT_FUNC PyInit__l4diag_native(void) {
+    for (int c = 0; c < 256; c++) {
+        FIRST_OK[c] = ISDIGIT(c) || c >= 128 || (c && strchr("[(IWEFJMASOND", c) != NULL);
+        LETTER[c] = c && strchr("IWEFJMASOND", c) != NULL;
+        GLOG[c] = c && strchr("IWEF", c) != NULL;
+    }
+    if (PyType_Ready(&TableType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (!m) return NULL;
+    Py_INCREF(&TableType);
+    if (PyModule_AddObject(m, "SkeletonTable", (PyObject *)&TableType) < 0) {
+        Py_DECREF(&TableType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    PyModule_AddIntConstant(m, "FLAG_ISO", FLAG_ISO);
+    PyModule_AddIntConstant(m, "FLAG_HARD", FLAG_HARD);
+    PyModule_AddIntConstant(m, "FLAG_LITERAL_NODE", FLAG_LITERAL_NODE);
+    return m;
+}
