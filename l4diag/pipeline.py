@@ -146,6 +146,7 @@ def _map_shared(specs: list, jobs: int, options: RunOptions, rules: RuleSet, map
     libraries and caches) and half the Partials need no pickling. Largest streams first, handed
     out one at a time, so the processes finish together; stdin is always read here.
     """
+    _prepare_workers(rules, options.rule_files)
     order = sorted((i for i, s in enumerate(specs) if s.path != "-"), key=lambda i: -_stream_size(specs[i]))
     pending = deque(order)
     here_only = [i for i, s in enumerate(specs) if s.path == "-"]
@@ -178,6 +179,17 @@ def _map_shared(specs: list, jobs: int, options: RunOptions, rules: RuleSet, map
             feed()
         while running:
             collect(block=True)
+
+
+def _prepare_workers(rules: RuleSet, rule_files: list) -> None:
+    """Load what every worker needs before they are forked, so that they inherit it: the rules and
+    the map code with its compiled patterns (0.4 s of CPU per worker otherwise). Under a start
+    method that does not fork, the workers load them themselves (``_worker_map``)."""
+    global _WORKER_RULES, _WORKER_FILES
+    from . import fastmap
+
+    _WORKER_RULES, _WORKER_FILES = rules, tuple(rule_files)
+    fastmap.Folder(rules, MapOptions())  # compiles the rules' map patterns once per process
 
 
 def _stream_size(spec) -> int:

@@ -10,6 +10,7 @@ from runs import write_layout
 
 import l4diag.fastmap as fastmap
 import l4diag.lines as lines_mod
+from l4diag import native
 from l4diag.fastmap import Folder, _hex_re2, digit_invariant
 from l4diag.mask import MapOptions, Masker, SlowFolder
 from l4diag.rules import load_rules
@@ -39,10 +40,24 @@ def fold_both(path) -> tuple:
     return out
 
 
+# how the fast Folder reads plain blocks: the native scanner, or numpy counting keys per batch of
+# at least NUMPY_MIN_LINES lines (dicts below that)
+PATHS = ["native", "numpy-512", "numpy-1"]
+
+
+def use_path(monkeypatch, path: str) -> None:
+    if path == "native":
+        if native.module() is None:
+            pytest.skip("the native scanner is not built")
+    else:
+        monkeypatch.setenv(native.DISABLE_ENV, "1")
+        monkeypatch.setattr(fastmap, "NUMPY_MIN_LINES", int(path.split("-")[1]))
+
+
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("numpy_min", [512, 1])
-def test_fast_equals_reference_on_test_runs(tmp_path, monkeypatch, layout, numpy_min):
-    monkeypatch.setattr(fastmap, "NUMPY_MIN_LINES", numpy_min)
+@pytest.mark.parametrize("path", PATHS)
+def test_fast_equals_reference_on_test_runs(tmp_path, monkeypatch, layout, path):
+    use_path(monkeypatch, path)
     slow, fast = fold_both(write_layout(tmp_path / layout, layout))
     assert fast == slow
 
@@ -80,8 +95,10 @@ def _hostile(rng: random.Random, n: int, dirty: bool) -> bytes:
             out.append(f"({y}-06-01 00:00:0{rng.randint(0, 9)}) paren {rng.randint(0, 10**6):x} 8x A100 deadbeef12 0xABC")
         elif r < 0.55:
             out.append("gpu-node-01 mentions itself and gpu-node-012 [2024-02-31 12:00:00.5] feb 31 \t\ttabs  ")
-        elif r < 0.57:
+        elif r < 0.56:
             out.append("x" * rng.randint(1, 3000))
+        elif r < 0.57:  # a literal "<NODE>" shares its skeleton with a line that names the node
+            out.append(rng.choice(["<NODE>", "gpu-node-01"]) + f" saving checkpoint at iteration {rng.randint(1, 9)}")
         elif dirty and r < 0.62:
             out.append(rng.choice(["", "   ", "\u3000", f"\x1b[31mred {rng.randint(0, 9)}\x1b[0m bar\r 50%\r 100%"]))
         else:
@@ -93,16 +110,33 @@ def _hostile(rng: random.Random, n: int, dirty: bool) -> bytes:
     return data
 
 
-@pytest.mark.parametrize("seed,dirty,numpy_min", [(1, False, 512), (2, False, 1), (3, True, 512), (4, True, 1)])
-def test_fast_equals_reference_on_hostile_lines(tmp_path, monkeypatch, seed, dirty, numpy_min):
+@pytest.mark.parametrize("seed,dirty", [(1, False), (2, False), (3, True), (4, True)])
+@pytest.mark.parametrize("path", PATHS)
+def test_fast_equals_reference_on_hostile_lines(tmp_path, monkeypatch, seed, dirty, path):
     # small blocks: many block boundaries, year and context carried across them; key counting
     # both with dicts (small batches) and numpy (every batch)
     monkeypatch.setattr(lines_mod, "READ_BLOCK", 8192)
-    monkeypatch.setattr(fastmap, "NUMPY_MIN_LINES", numpy_min)
+    use_path(monkeypatch, path)
     path = tmp_path / "gpu-node-01.log"
     path.write_bytes(_hostile(random.Random(seed), 3000, dirty))
     slow, fast = fold_both(path)
     assert fast == slow
+
+
+def test_native_table_cleared_midway_changes_nothing(tmp_path, monkeypatch):
+    # a tiny skeleton table: cleared every few blocks, ids start again within a stream
+    use_path(monkeypatch, "native")
+    monkeypatch.setattr(lines_mod, "READ_BLOCK", 8192)
+    monkeypatch.setattr(fastmap, "MAX_SKELETON_CACHE", 40)
+    fastmap._SHARED.clear()
+    path = tmp_path / "gpu-node-01.log"
+    ascii_lines = [line for line in _hostile(random.Random(5), 3000, False).split(b"\n") if line.isascii()]
+    path.write_bytes(b"\n".join(ascii_lines) + b"\n")
+    slow, fast = fold_both(path)
+    cleared = [shared["native_generation"] for shared in fastmap._SHARED.values()]
+    fastmap._SHARED.clear()
+    assert fast == slow
+    assert max(cleared) > 0
 
 
 def test_skeletons_allowed_for_builtin_masks():

@@ -1,0 +1,155 @@
+"""The native scanner computes exactly what fastmap's Python/numpy code computes, line by line."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import pytest
+
+from l4diag import native
+from l4diag.fastmap import DIGITS_STR, BulkTimes, _clean_parts
+from l4diag.lines import TimestampParser
+
+mod = native.module()
+needs_native = pytest.mark.skipif(mod is None, reason="the native scanner is not built")
+
+
+def test_native_is_built_where_required():
+    # CI sets L4DIAG_REQUIRE_NATIVE: a compiler failure at install must not pass as a slow green run
+    if os.environ.get(native.REQUIRE_ENV):
+        assert mod is not None
+
+
+def test_disable_switch_hides_the_module(monkeypatch):
+    monkeypatch.setenv(native.DISABLE_ENV, "1")
+    assert native.module() is None
+
+
+def _random_line(rng: random.Random) -> str:
+    parts = [
+        f"{rng.randint(1960, 2300)}-{rng.randint(0, 13):02d}-{rng.randint(0, 32):02d}{rng.choice('T _x')}"
+        f"{rng.randint(0, 25):02d}:{rng.randint(0, 61):02d}:{rng.randint(0, 61):02d}"
+        + rng.choice(["", ",5", ".123456789", ".", ",x"]),
+        rng.choice(["[", "(", "", "", "I", "Jan 3 ", "E0216 10:00:00.5 ", "x]:[", "May", "W1"]),
+        rng.choice(["gpu-node-7", "gpu-node-77", "<NODE>", "gp", "8x", "0x1f", "deadbeef12", " ", "\t"]),
+        str(rng.randint(0, 10**6)),
+        rng.choice(["iteration 5/ 10 |", "saving checkpoint", "]:[", "ab", "é"[:0]]),
+    ]
+    rng.shuffle(parts)
+    if rng.random() < 0.5:  # a timestamp in front, as most lines have
+        parts.insert(0, parts.pop(0) if parts[0][:1].isdigit() else f"2024-05-0{rng.randint(1, 9)} 10:00:00,{rng.randint(0, 999)}")
+    return " ".join(parts)[: rng.randint(1, 120)]
+
+
+def _blocks(seed: int, count: int = 40):
+    rng = random.Random(seed)
+    for _ in range(count):
+        lines = [_random_line(rng) for _ in range(rng.randint(1, 60))]
+        yield lines
+
+
+@needs_native
+@pytest.mark.parametrize("seed", range(4))
+def test_clean_check_agrees_with_python(seed):
+    rng = random.Random(seed)
+    for lines in _blocks(seed):
+        if rng.random() < 0.3:  # an odd byte, blank or empty line, or a missing final newline
+            i = rng.randrange(len(lines))
+            lines[i] = rng.choice(["", "   ", "\t", "a\rb", "a\x1bb", "a\x00", "caf\u00e9", "x" * 300])
+        block = ("\n".join(lines) + ("\n" if rng.random() < 0.9 else "")).encode()
+        count = mod.count_clean_lines(block, 1000)
+        parts = _clean_parts(block, 1000)
+        if count >= 0:  # vouched for: Python must agree on every line
+            assert parts == block.decode("ascii").split("\n")[:-1]
+            assert count == len(parts)
+        elif block.isascii() and block.endswith(b"\n"):  # refused an ASCII block: Python must refuse it too
+            assert parts is None
+
+
+def _python_skeleton(text: str, node: str | None, zero_digit_x: bool) -> str:
+    if node is not None:
+        text = text.replace(node, "<NODE>")
+    import re
+
+    if not zero_digit_x and re.search(r"[1-9][xX]", text if node is None else text):
+        return text
+    return text.translate(DIGITS_STR)
+
+
+@needs_native
+@pytest.mark.parametrize("node", [None, "gpu-node-7", "gp"])
+@pytest.mark.parametrize("zero_digit_x", [False, True])
+def test_scan_splits_and_skeletons_like_python(node, zero_digit_x):
+    table = mod.SkeletonTable()
+    for lines in _blocks(11):
+        lines = [ln for ln in lines if ln.strip()]
+        if not lines:
+            continue
+        block = ("\n".join(lines) + "\n").encode()
+        starts, ids, _, _, flags = mod.scan(block, None if node is None else node.encode(), table, zero_digit_x)
+        texts = native.ScannedLines(block, np.frombuffer(starts, dtype=np.int64))
+        assert list(texts) == lines
+        skeletons = table.skeletons
+        for text, sid, flag in zip(lines, np.frombuffer(ids, dtype=np.int32).tolist(), flags):
+            original = text
+            expected = _python_skeleton(text, node, zero_digit_x)
+            # digit-x is decided on the line as written, before the node is replaced
+            if node is not None and not zero_digit_x:
+                import re
+
+                keep = re.search(r"[1-9][xX]", original)
+                expected = original.replace(node, "<NODE>") if keep else original.replace(node, "<NODE>").translate(DIGITS_STR)
+            assert skeletons[sid] == expected
+            assert bool(flag & mod.FLAG_LITERAL_NODE) == ("<NODE>" in original)
+    assert len(set(table.skeletons)) == len(table)  # one id per distinct skeleton
+
+
+@needs_native
+def test_table_clear_starts_ids_again():
+    table = mod.SkeletonTable()
+    mod.scan(b"a 1\nb 2\na 3\n", None, table, True)
+    assert table.skeletons == ["a 0", "b 0"]
+    table.clear()
+    assert len(table) == 0
+    _, ids, *_ = mod.scan(b"b 5\n", None, table, True)
+    assert np.frombuffer(ids, dtype=np.int32).tolist() == [0]
+
+
+@needs_native
+@pytest.mark.parametrize("seed", range(3))
+def test_scan_times_equal_numpy_times(seed):
+    for lines in _blocks(100 + seed):
+        lines = [ln for ln in lines if ln.strip()]
+        if not lines:
+            continue
+        block = ("\n".join(lines) + "\n").encode()
+        expected = BulkTimes().compute(lines, TimestampParser(), block)
+        _, _, times, years, flags = mod.scan(block, None, mod.SkeletonTable(), True)
+        flags = np.frombuffer(flags, dtype=np.uint8)
+        iso = (flags & mod.FLAG_ISO) != 0
+        out = np.frombuffer(times, dtype=np.float64).copy()
+        got = BulkTimes.resolve(out, iso, (flags & mod.FLAG_HARD) != 0, np.frombuffer(years, dtype=np.int32), lines,
+                                TimestampParser())
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_scanned_lines_decode_on_demand():
+    block = b"first\nsecond line\nthird\n"
+    lines = native.ScannedLines(block, np.array([0, 6, 18, 24], dtype=np.int64))
+    assert len(lines) == 3
+    assert lines[1] == "second line"
+    assert lines[-1] == "third"
+    assert list(lines) == ["first", "second line", "third"]
+
+
+def test_key_ids_map_skeletons_to_shared_keys():
+    keys = native.KeyIds()
+    keys.add_skeletons(["k1", "k2", "k1"], np.array([1, 0, 1], dtype=np.int8))
+    keys.add_skeletons(["k2"], np.array([-1], dtype=np.int8))
+    assert keys.names == ["k1", "k2"]
+    assert keys.of_skeleton.tolist() == [0, 1, 0, 1]
+    assert keys.candidate.tolist() == [1, 0, 1, -1]
+    keys.reset_skeletons()
+    assert keys.skeletons_done == 0 and keys.names == ["k1", "k2"]
