@@ -215,6 +215,17 @@ class Markers:
             stage_any=_prefilter(rules.stages),
         )
 
+    def plan_of(self, text: str) -> LinePlan:
+        """The plan of a line (``plans`` must be on): cached by its digit-zeroed text."""
+        key = text.encode("utf-8", "surrogatepass").translate(ZERO_DIGITS)
+        plan = self.plans.get(key)
+        if plan is None:
+            plan = plan_line(text, self)
+            if len(self.plans) >= MAX_PLANS:
+                self.plans.clear()
+            self.plans[key] = plan
+        return plan
+
     def planned(self) -> Markers:
         """A copy that observes lines through cached plans when the rules allow it (else self)."""
         if not digit_blind([*self.iteration_rules, *self.stage_rules, *self.metric_rules]):
@@ -264,13 +275,15 @@ class Context:
 
     def _observe_planned(self, text: str, time: float | None, seq: int, markers: Markers, where: tuple) -> None:
         """``observe`` through the plan of the line's digit-zeroed text (made on first sight)."""
-        key = text.encode("utf-8", "surrogatepass").translate(ZERO_DIGITS)
-        plan = markers.plans.get(key)
-        if plan is None:
-            plan = plan_line(text, markers)
-            if len(markers.plans) >= MAX_PLANS:
-                markers.plans.clear()
-            markers.plans[key] = plan
+        self._apply_plan(text, markers.plan_of(text), time, seq, markers, where)
+
+    def observe_with_plan(self, text: str, plan: LinePlan, time: float | None, seq: int, markers: Markers,
+                          where: tuple, exact: bool = True) -> None:
+        """``observe`` of a line whose plan the caller already knows (``markers.plan_of(text)``)."""
+        self.change_time = time if exact else None
+        self._apply_plan(text, plan, time, seq, markers, where)
+
+    def _apply_plan(self, text: str, plan: LinePlan, time: float | None, seq: int, markers: Markers, where: tuple) -> None:
         if plan.kind == "iteration":
             self._apply_iteration(text, _span_text(text, plan.iter_span), time, seq, markers, where, plan)
         elif plan.kind == "stage":

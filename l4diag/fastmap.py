@@ -138,14 +138,14 @@ def _native_for(shared: dict):
 class _Batch:
     """Lines of one node from one block: texts, their skeletons and line numbers."""
 
-    __slots__ = ("texts", "skels", "linenos", "block", "coded", "times", "cands", "line_key")
+    __slots__ = ("texts", "skels", "linenos", "block", "coded", "times", "cands", "line_key", "plan_for")
 
     def __init__(self, texts, skels, linenos, block, coded=None) -> None:
         self.texts, self.skels, self.linenos, self.block = texts, skels, linenos, block
         # instead of skels: (distinct skeletons in order of first appearance, per-line index into them)
         self.coded = coded
         # from the native scanner: the lines' times, marker candidates and key ids (see Folder._scanned_batch)
-        self.times = self.cands = self.line_key = None
+        self.times = self.cands = self.line_key = self.plan_for = None
 
 
 class _ScannedStream:
@@ -157,11 +157,12 @@ class _ScannedStream:
     so one line decides for all. Indexed by skeleton id (-1 not seen yet); ``generation`` follows
     the table, whose ids restart when it is cleared."""
 
-    __slots__ = ("candidate", "generation")
+    __slots__ = ("candidate", "generation", "plans")
 
     def __init__(self) -> None:
         self.candidate = np.zeros(0, dtype=np.int8)
         self.generation = -1
+        self.plans: dict = {}  # skeleton id -> (where the line body starts, its marker LinePlan)
 
 
 class Folder(SlowFolder):
@@ -329,11 +330,19 @@ class Folder(SlowFolder):
             cands = range(n)
         else:
             cands = candidate_lines(self.marker_re, "\n".join(texts))
+        plan_for = batch.plan_for if markers.plans is not None else None
         for i in cands:
             t = times[i]
             before = (ctx.iteration, ctx.stage)
-            ctx.observe(line_body(texts[i]), None if t != t else float(t), base_seq + i + 1, markers,
-                        (display, linenos[i]), bool(exact[i]))
+            t = None if t != t else float(t)
+            text = texts[i]
+            known = plan_for(i) if plan_for is not None else None
+            if known is not None:  # where the body starts and the plan, from the line's skeleton
+                offset, plan = known
+                ctx.observe_with_plan(text[offset:], plan, t, base_seq + i + 1, markers, (display, linenos[i]),
+                                      bool(exact[i]))
+            else:
+                ctx.observe(line_body(text), t, base_seq + i + 1, markers, (display, linenos[i]), bool(exact[i]))
             after = (ctx.iteration, ctx.stage)
             if after != before:
                 change_at.append(i)
@@ -415,13 +424,37 @@ class Folder(SlowFolder):
         batch.times = BulkTimes.resolve(out, iso, (flags & self.native.FLAG_HARD) != 0, y, texts, fold.ts)
         batch.cands = self._scanned_candidates(ids, flags, texts, scanned)
         batch.line_key = keys.of_skeleton[ids]
+        batch.plan_for = self._plan_lookup(ids, flags, texts, scanned)
         return batch
+
+    def _plan_lookup(self, ids: np.ndarray, flags: np.ndarray, texts, scanned: _ScannedStream):
+        """``i -> (body offset, LinePlan)`` for the lines of a scanned block, or None for a line to
+        observe the usual way (a literal ``<NODE>``). Both are functions of the line's zeroed text
+        (``line_body`` cuts a digit-blind timestamp; plans are keyed by zeroed text), which within a
+        stream is a function of its skeleton: worked out once per skeleton and stream."""
+        cache = scanned.plans
+        markers = self.observe_markers
+        literal = self.native.FLAG_LITERAL_NODE
+
+        def plan_for(i: int):
+            if flags[i] & literal:
+                return None
+            sid = int(ids[i])
+            known = cache.get(sid)
+            if known is None:
+                text = texts[i]
+                body = line_body(text)
+                known = cache[sid] = (len(text) - len(body), markers.plan_of(body))
+            return known
+
+        return plan_for
 
     def _scanned_candidates(self, ids: np.ndarray, flags: np.ndarray, texts, scanned: _ScannedStream) -> list:
         """Indices of the marker candidates of a scanned block: decided once per skeleton and stream."""
         generation = self.shared["native_generation"]
         if scanned.generation != generation:
             scanned.candidate, scanned.generation = np.zeros(0, dtype=np.int8), generation
+            scanned.plans = {}
         size = len(self.shared["native_table"])
         if len(scanned.candidate) < size:
             grow = np.full(size - len(scanned.candidate), -1, dtype=np.int8)
