@@ -6,6 +6,9 @@ import math
 import statistics
 from dataclasses import dataclass
 
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
 WINDOW = 20
 MIN_HISTORY = 5
 SPIKE_MADS = 8.0
@@ -69,16 +72,17 @@ def _spikes(node: str, points: list, name: str, mads: float) -> list:
     values = [(p, getattr(p, name)) for p in points if getattr(p, name) is not None and math.isfinite(getattr(p, name))]
     out = []
     i = MIN_HISTORY
-    while i < len(values):
+    for at in _maybe_spikes(np.array([v for _, v in values], dtype=np.float64)).tolist():
+        if at < i:  # inside a recovered spike already reported
+            continue
+        i = at
         window = [v for _, v in values[max(0, i - WINDOW):i]]
         med = statistics.median(window)
         p, v = values[i]
         if not v > med * SPIKE_MIN_RATIO:  # the cheap half of the test first: most points skip the MAD
-            i += 1
             continue
         mad = statistics.median(abs(x - med) for x in window) or abs(med) * 0.01 or 1e-6
         if not v > med + mads * mad:
-            i += 1
             continue
         after = [x for _, x in values[i + 1:i + 1 + RECOVERY_POINTS * 3]]
         recovered = len(after) >= RECOVERY_POINTS and all(x < med + (v - med) * 0.3 for x in after[-RECOVERY_POINTS:])
@@ -93,6 +97,22 @@ def _spikes(node: str, points: list, name: str, mads: float) -> list:
                                  detail + " and recovered", False))
         i += 1 + len(after)  # past the spike and its recovery: they are not history to compare with
     return out
+
+
+def _maybe_spikes(values: np.ndarray) -> np.ndarray:
+    """Indices (from MIN_HISTORY on) whose value could pass ``_spikes``' cheap test against the median
+    of the WINDOW values before it. numpy's medians may differ from ``statistics.median`` in the last
+    bit, so the bound is a little loose; ``_spikes`` redoes the test exactly on these few."""
+    n = len(values)
+    if n <= MIN_HISTORY:
+        return np.zeros(0, dtype=np.int64)
+    meds = np.full(n, np.nan)
+    for i in range(MIN_HISTORY, min(WINDOW, n)):  # the first windows are shorter
+        meds[i] = np.median(values[:i])
+    if n > WINDOW:
+        meds[WINDOW:] = np.median(sliding_window_view(values[:-1], WINDOW), axis=1)
+    bound = meds * SPIKE_MIN_RATIO
+    return np.flatnonzero(values > bound - 1e-9 * np.abs(bound))
 
 
 def _grad_blowup(node: str, points: list) -> list:
