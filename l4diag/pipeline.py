@@ -1,8 +1,7 @@
 """Run the pipeline: sources -> map (in a process pool) -> merge -> templates -> diagnosis.
 
 The pool's unit of work is one stream (file, archive or stdin); with ``--jobs N`` > 1 there are
-N - 1 worker processes and this process maps streams too (``_map_shared``), importing scikit-learn
-for the diagnosis in a thread meanwhile. The map of a stream is
+N - 1 worker processes and this process maps streams too (``_map_shared``). The map of a stream is
 ``fastmap.Folder`` (block at a time, exactly the Partial of the reference ``mask.SlowFolder``).
 Partials merge in any order: ``KeyNodeStats`` keeps first/last by (file, seq), node stats take
 min/max/sorted unions, so the report does not depend on ``--jobs`` (tests/test_pipeline.py).
@@ -32,9 +31,7 @@ end, line counts); the second pass folds each chunk with its exact starting stat
 from __future__ import annotations
 
 import os
-import threading
 import time
-from collections.abc import Callable
 from collections import Counter, deque
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -45,7 +42,6 @@ from .lines import collapse_warnings, no_usable_input_message
 from .mask import MapOptions, map_stream
 from .model import Diagnosis, Partial
 from .rules import TIMED_OUT, RuleSet, load_rules, timeout_warnings
-from .scoring import spatial
 from .sources import InputError, discover
 from .templates import build_templates
 
@@ -83,11 +79,8 @@ def _worker_map(args: tuple) -> Partial:
     return map_stream(spec, _WORKER_RULES, map_options)
 
 
-def map_all(paths: list, options: RunOptions, rules: RuleSet, meanwhile: Callable[[], None] | None = None) -> Partial:
-    """Discover inputs and fold every stream into one merged Partial.
-
-    ``meanwhile`` is called once the map is under way and no more processes will be forked (a
-    thread it starts then cannot be copied into a worker in the middle of an import)."""
+def map_all(paths: list, options: RunOptions, rules: RuleSet) -> Partial:
+    """Discover inputs and fold every stream into one merged Partial."""
     found = discover(paths, options.node_regex, max_member_bytes=options.max_decompressed_bytes,
                      max_total_bytes=options.max_total_decompressed_bytes,
                      follow_symlinks=options.follow_symlinks)
@@ -101,7 +94,7 @@ def map_all(paths: list, options: RunOptions, rules: RuleSet, meanwhile: Callabl
     parts: list = [None] * len(specs)
     progress = _Progress(options, len(specs))
     if jobs > 1 and len(pooled) > 1:
-        _map_shared(specs, min(jobs, len(pooled)), options, rules, map_options, parts, progress, meanwhile)
+        _map_shared(specs, min(jobs, len(pooled)), options, rules, map_options, parts, progress)
     else:
         for i, spec in enumerate(specs):
             parts[i] = map_stream(spec, rules, map_options)
@@ -110,20 +103,6 @@ def map_all(paths: list, options: RunOptions, rules: RuleSet, meanwhile: Callabl
         merged.merge(part)
     merged.accounting.warnings = collapse_warnings(merged.accounting.warnings)
     return merged
-
-
-def _import_scorer_in_background() -> threading.Thread:
-    """Import scikit-learn for the spatial scorer while the workers map: 2-2.5 s that would
-    otherwise be serial time of the diagnosis, at any input size."""
-    def run() -> None:
-        try:
-            spatial.import_forest()
-        except Exception:  # noqa: BLE001 - the import at scoring time reports any problem
-            pass
-
-    thread = threading.Thread(target=run, name="l4diag-import-sklearn", daemon=True)
-    thread.start()
-    return thread
 
 
 class _Progress:
@@ -139,7 +118,7 @@ class _Progress:
 
 
 def _map_shared(specs: list, jobs: int, options: RunOptions, rules: RuleSet, map_options: MapOptions, parts: list,
-                progress: _Progress, meanwhile: Callable[[], None] | None) -> None:
+                progress: _Progress) -> None:
     """Map ``specs`` into ``parts`` (same order) with ``jobs - 1`` worker processes and this one.
 
     This process maps too instead of waiting: one process fewer (each holds ~150 MB of interpreter,
@@ -166,8 +145,6 @@ def _map_shared(specs: list, jobs: int, options: RunOptions, rules: RuleSet, map
                 running[pool.submit(_worker_map, (specs[i], options.rule_files, map_options))] = i
 
         feed()
-        if meanwhile is not None:  # the fork context starts every worker at the first submit: none is forked later
-            meanwhile()
         for i in here_only:
             parts[i] = map_stream(specs[i], rules, map_options)
             progress.one_done()
@@ -213,16 +190,13 @@ def run_diagnosis(paths: list, options: RunOptions) -> Diagnosis:
     t0 = time.perf_counter()
     rules = load_rules(options.rule_files)
     base = baseline_mod.load(options.baseline) if options.baseline else None
-    warm_up: list = []
-    partial = map_all(paths, options, rules, lambda: warm_up.append(_import_scorer_in_background()))
+    partial = map_all(paths, options, rules)
     timings["map"] = time.perf_counter() - t0
     check_usable(partial)
     t1 = time.perf_counter()
     templates = build_templates(partial)
     timings["templates"] = time.perf_counter() - t1
     t2 = time.perf_counter()
-    for thread in warm_up:
-        thread.join()
     before = Counter(TIMED_OUT)
     result = diagnose(partial, templates, rules, base, DiagnoseOptions(top=options.top), paths)
     result.accounting.warnings.extend(timeout_warnings(TIMED_OUT - before))
