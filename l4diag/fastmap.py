@@ -115,6 +115,7 @@ def _compile(rules) -> dict:
         "native_keys": None,
         "native_generation": 0,  # how often the table was cleared
         "zero_digit_x": skeletons is not None and skeletons.pattern == "(?!)",
+        "pre_mask": [(c.pattern, r) for c, r in masker.steps[:2]] == NATIVE_PRE_MASKS,
     }
 
 
@@ -407,7 +408,7 @@ class Folder(SlowFolder):
             table.clear()
             keys.reset_skeletons()
             shared["native_generation"] += 1
-        starts, ids, times, years, flags = self.native.scan(raw, nb, table, shared["zero_digit_x"])
+        starts, ids, times, years, flags = self.native.scan(raw, nb, table, shared["zero_digit_x"], shared["pre_mask"])
         starts = np.frombuffer(starts, dtype=np.int64)
         ids = np.frombuffer(ids, dtype=np.int32)
         flags = np.frombuffer(flags, dtype=np.uint8)
@@ -429,15 +430,15 @@ class Folder(SlowFolder):
 
     def _plan_lookup(self, ids: np.ndarray, flags: np.ndarray, texts, scanned: _ScannedStream):
         """``i -> (body offset, LinePlan)`` for the lines of a scanned block, or None for a line to
-        observe the usual way (a literal ``<NODE>``). Both are functions of the line's zeroed text
+        observe the usual way (a literal ``<NODE>``, or ids the scanner masked). Both are functions of the line's zeroed text
         (``line_body`` cuts a digit-blind timestamp; plans are keyed by zeroed text), which within a
         stream is a function of its skeleton: worked out once per skeleton and stream."""
         cache = scanned.plans
         markers = self.observe_markers
-        literal = self.native.FLAG_LITERAL_NODE
+        own_way = self.native.FLAG_LITERAL_NODE | self.native.FLAG_PRE_MASKED
 
         def plan_for(i: int):
-            if flags[i] & literal:
+            if flags[i] & own_way:
                 return None
             sid = int(ids[i])
             known = cache.get(sid)
@@ -460,6 +461,10 @@ class Folder(SlowFolder):
             grow = np.full(size - len(scanned.candidate), -1, dtype=np.int8)
             scanned.candidate = np.concatenate([scanned.candidate, grow])
         state = self.shared["native_keys"].candidate[ids]
+        # a line whose ids the scanner masked shares its skeleton with lines whose ids differ, and
+        # the marker rules see ids: such lines are decided each on its own, below
+        own = np.flatnonzero(flags & self.native.FLAG_PRE_MASKED)
+        state[own] = 0
         per_stream = np.flatnonzero(state < 0)
         if len(per_stream):
             state[per_stream] = scanned.candidate[ids[per_stream]]
@@ -468,6 +473,8 @@ class Folder(SlowFolder):
             skeleton_ids, first = np.unique(ids[unknown], return_index=True)
             scanned.candidate[skeleton_ids] = self._marker_candidates([texts[int(i)] for i in unknown[first]])
             state[unknown] = scanned.candidate[ids[unknown]]
+        if len(own):
+            state[own] = self._marker_candidates_in_block(texts, own)
         # a literal "<NODE>" in a line could make it share a skeleton with a line naming the node
         hit = (state > 0) | ((flags & self.native.FLAG_LITERAL_NODE) != 0)
         return np.flatnonzero(hit).tolist()
@@ -480,6 +487,16 @@ class Folder(SlowFolder):
         if plain:
             out[plain] = self._marker_candidates([skeletons[i] for i in plain])
         return out
+
+    def _marker_candidates_in_block(self, lines: native.ScannedLines, rows: np.ndarray) -> np.ndarray:
+        """``_marker_candidates`` of some lines of a scanned block, read from the block in Arrow
+        (no Python string per line)."""
+        if self.marker_re2 is None:
+            return self._marker_candidates([lines[int(i)] for i in rows])
+        # each value runs to its line's "\n" (the next line's start), which is then trimmed off
+        block = pa.LargeStringArray.from_buffers(len(lines), pa.py_buffer(lines.starts), pa.py_buffer(lines.raw))
+        picked = pc.ascii_rtrim(block.take(pa.array(rows)), characters="\n")
+        return pc.match_substring_regex(picked, pattern=self.marker_re2).to_numpy(zero_copy_only=False)
 
     def _marker_candidates(self, texts: list) -> np.ndarray:
         """Whether each text could match a marker (the prefilter ``_fold_batch`` applies to a block)."""
@@ -670,6 +687,9 @@ def _clean_parts(complete: bytes, max_line_bytes: int) -> list | None:
 # --- masking distinct skeletons in bulk ------------------------------------------------------------
 
 HEX_RULE_PY = r"\b0x[0-9a-fA-F]+\b|\b(?=[0-9a-fA-F]*\d)(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{8,}\b"
+UUID_RULE_PY = r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b"
+# the first two mask steps the native scanner can apply itself (see native/_l4diag_native.c)
+NATIVE_PRE_MASKS = [(UUID_RULE_PY, "<UUID>"), (HEX_RULE_PY, "<HEX>")]
 
 
 def _hex_re2() -> str:

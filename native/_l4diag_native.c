@@ -7,15 +7,25 @@
  *   count_clean_lines(block, max_line_bytes) -> n, or -1 when the block is not plain ASCII
  *       ending in a newline with no control byte and no empty, blank or over-long line (then
  *       fastmap._clean_parts decides)
- *   scan(block, node, table, zero_digit_x) -> (starts, skeleton ids, times, years, flags)
+ *   scan(block, node, table, zero_digit_x, pre_mask=False) -> (starts, skeleton ids, times, years, flags)
  *       starts:   int64[n + 1], line i is block[starts[i] : starts[i + 1] - 1]
  *       ids:      int32[n], the id in ``table`` of the line's skeleton: the line with every
  *                 occurrence of ``node`` replaced by "<NODE>" and every digit 1-9 turned into 0
  *                 (digits kept on lines with [1-9][xX] unless zero_digit_x)   [fastmap skeletons]
  *       times:    float64[n], the plain ISO leading timestamp, NaN elsewhere   [fastmap.BulkTimes]
  *       years:    int32[n], the year of lines with the plain ISO layout (valid date or not)
- *       flags:    uint8[n], ISO_LAYOUT | HARD (TimestampParser must look) | LITERAL_NODE
+ *       flags:    uint8[n], ISO | HARD (TimestampParser must look) | LITERAL_NODE | PRE_MASKED
  *   SkeletonTable(): skeleton text -> dense id; ``skeletons`` lists them by id; clear(); len().
+ *
+ * With pre_mask, scan also applies the two first mask rules of patterns/masks.toml itself (fastmap
+ * passes it only while they are exactly these), before zeroing digits:
+ *   uuid  \b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b -> <UUID>
+ *   hex   \b0x[0-9a-fA-F]+\b|\b(?=[0-9a-fA-F]*\d)(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{8,}\b -> <HEX>
+ * so that lines differing only in an id share a skeleton (and are masked once, not once each).
+ * Both can only match from the start of a word (\b before a word character) and end at a word's
+ * end, so one left-to-right pass over the words, trying uuid first, gives what re.sub gives rule
+ * after rule (a uuid starts before any word inside it; the replacements keep the non-word
+ * characters around them, so no new match appears).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -26,6 +36,7 @@
 #define FLAG_ISO 1
 #define FLAG_HARD 2
 #define FLAG_LITERAL_NODE 4
+#define FLAG_PRE_MASKED 8 /* a uuid or hex id was replaced in the skeleton */
 
 /* ------------------------------------------------------------------------------------------ */
 /* skeleton table: open addressing on a 64-bit hash, verified against the stored text */
@@ -304,6 +315,83 @@ static void line_time(const unsigned char *L, Py_ssize_t len, int colon_bracket,
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* the uuid and hex rules */
+
+static unsigned char WORD[256], HEX[256];
+
+static int all_hex(const unsigned char *p, Py_ssize_t n) {
+    for (Py_ssize_t k = 0; k < n; k++)
+        if (!HEX[p[k]]) return 0;
+    return 1;
+}
+
+/* the uuid rule at a word start i (its first 8 characters) */
+static int uuid_at(const unsigned char *in, Py_ssize_t n, Py_ssize_t i) {
+    static const int groups[5][2] = {{0, 8}, {9, 4}, {14, 4}, {19, 4}, {24, 12}};
+    if (i + 36 > n) return 0;
+    for (int g = 0; g < 5; g++) {
+        if (g > 0 && in[i + groups[g][0] - 1] != '-') return 0;
+        if (!all_hex(in + i + groups[g][0], groups[g][1])) return 0;
+    }
+    return i + 36 == n || !WORD[in[i + 36]];
+}
+
+/* Whether a line could hold a uuid or hex id: "0x", a digit next to a letter a-f (an id of both
+ * has one), or dashes 5 apart twice (a uuid's 4-character groups). One vectorised pass. */
+static int may_hold_id(const unsigned char *L, Py_ssize_t len) {
+    unsigned char acc = 0;
+    for (Py_ssize_t j = 0; j + 1 < len; j++) {
+        unsigned char a = L[j], b = L[j + 1];
+        unsigned char da = (unsigned char)(a - '0') < 10, db = (unsigned char)(b - '0') < 10;
+        unsigned char la = (unsigned char)((a | 0x20) - 'a') < 6, lb = (unsigned char)((b | 0x20) - 'a') < 6;
+        acc |= (unsigned char)(((a == '0') & (b == 'x')) | (da & lb) | (la & db));
+    }
+    for (Py_ssize_t j = 0; j + 10 < len; j++)
+        acc |= (unsigned char)((L[j] == '-') & (L[j + 5] == '-') & (L[j + 10] == '-'));
+    return acc;
+}
+
+/* ``in`` with uuid and hex ids replaced, into ``out`` (room for 2 * n bytes); returns its length,
+ * or -1 when nothing was replaced (``out`` is then not written) */
+static Py_ssize_t pre_mask(const unsigned char *in, Py_ssize_t n, unsigned char *out) {
+    Py_ssize_t i = 0, o = 0, copied = 0; /* in[copied:] is not in out yet */
+    int changed = 0;
+    while (i < n) {
+        while (i < n && !WORD[in[i]]) i++;
+        Py_ssize_t w = i; /* a word starts: the character before it, if any, is not a word one */
+        int hex = 1;
+        for (; i < n && WORD[in[i]]; i++) hex &= HEX[in[i]];
+        Py_ssize_t len = i - w, end = i;
+        const char *token = NULL;
+        if (len == 8 && hex && uuid_at(in, n, w)) {
+            token = "<UUID>";
+            end = w + 36;
+        } else if (len >= 3 && in[w] == '0' && in[w + 1] == 'x' && all_hex(in + w + 2, len - 2)) {
+            token = "<HEX>";
+        } else if (len >= 8 && hex) {
+            int digit = 0, letter = 0;
+            for (Py_ssize_t k = w; k < i; k++) {
+                digit |= ISDIGIT(in[k]);
+                letter |= !ISDIGIT(in[k]);
+            }
+            if (digit && letter) token = "<HEX>";
+        }
+        if (token) {
+            memcpy(out + o, in + copied, (size_t)(w - copied));
+            o += w - copied;
+            size_t tl = strlen(token);
+            memcpy(out + o, token, tl);
+            o += (Py_ssize_t)tl;
+            copied = i = end;
+            changed = 1;
+        }
+    }
+    if (!changed) return -1;
+    memcpy(out + o, in + copied, (size_t)(n - copied));
+    return o + n - copied;
+}
+
+/* ------------------------------------------------------------------------------------------ */
 /* scan */
 
 #define HAS_DIGIT_X 1   /* [1-9][xX] */
@@ -334,8 +422,9 @@ static void copy_zeroed(unsigned char *out, const unsigned char *in, Py_ssize_t 
 static PyObject *scan(PyObject *self, PyObject *args) {
     Py_buffer buf;
     PyObject *node_obj, *table_obj;
-    int zero_digit_x;
-    if (!PyArg_ParseTuple(args, "y*OO!p", &buf, &node_obj, &TableType, &table_obj, &zero_digit_x)) return NULL;
+    int zero_digit_x, do_pre_mask = 0;
+    if (!PyArg_ParseTuple(args, "y*OO!p|p", &buf, &node_obj, &TableType, &table_obj, &zero_digit_x, &do_pre_mask))
+        return NULL;
     Table *table = (Table *)table_obj;
     const unsigned char *p = buf.buf, *node = NULL;
     Py_ssize_t n = buf.len, node_len = 0;
@@ -381,8 +470,9 @@ static PyObject *scan(PyObject *self, PyObject *args) {
         if (node && node_len < 2) bits |= HAS_NODE_START; /* no pair to look for: search every line */
         line_time(L, len, bits & HAS_COLON_BRACKET, &tm[i], &yr[i], &fl[i]);
         if ((bits & HAS_LT) && find(L, len, (const unsigned char *)"<NODE>", 6) != NULL) fl[i] |= FLAG_LITERAL_NODE;
-        /* the skeleton: "<NODE>" is longer than a node of 3+ bytes by at most 3 per occurrence */
-        Py_ssize_t need = len * 2 + 8;
+        /* the skeleton: "<NODE>" is longer than a node of 3+ bytes by at most 3 per occurrence, and
+         * pre_mask's output at most twice its input ("0x1" -> "<HEX>"): two areas of 2 * (2 * len + 8) */
+        Py_ssize_t need = 2 * (len * 4 + 16);
         if (need > scratch_cap) {
             unsigned char *bigger = PyMem_Realloc(scratch, (size_t)need);
             if (!bigger) {
@@ -393,11 +483,12 @@ static PyObject *scan(PyObject *self, PyObject *args) {
             scratch_cap = need;
         }
         int zero = zero_digit_x || !(bits & HAS_DIGIT_X);
+        int zero_now = zero && !do_pre_mask; /* the ids are read with their own digits, then zeroed */
         Py_ssize_t k = 0, j = 0;
         while (j < len) {
             const unsigned char *hit = (bits & HAS_NODE_START) ? find(L + j, len - j, node, node_len) : NULL;
             Py_ssize_t upto = hit ? hit - L : len;
-            if (zero)
+            if (zero_now)
                 copy_zeroed(scratch + k, L + j, upto - j);
             else
                 memcpy(scratch + k, L + j, (size_t)(upto - j));
@@ -409,7 +500,17 @@ static PyObject *scan(PyObject *self, PyObject *args) {
                 j += node_len;
             }
         }
-        int32_t sid = table_id(table, scratch, k);
+        unsigned char *skeleton = scratch;
+        if (do_pre_mask) {
+            Py_ssize_t masked = may_hold_id(L, len) ? pre_mask(scratch, k, scratch + len * 4 + 16) : -1;
+            if (masked >= 0) {
+                skeleton = scratch + len * 4 + 16;
+                k = masked;
+                fl[i] |= FLAG_PRE_MASKED;
+            }
+            if (zero) copy_zeroed(skeleton, skeleton, k);
+        }
+        int32_t sid = table_id(table, skeleton, k);
         if (sid < 0) goto done;
         id[i] = sid;
     }
@@ -443,6 +544,8 @@ PyMODINIT_FUNC PyInit__l4diag_native(void) {
         FIRST_OK[c] = ISDIGIT(c) || c >= 128 || (c && strchr("[(IWEFJMASOND", c) != NULL);
         LETTER[c] = c && strchr("IWEFJMASOND", c) != NULL;
         GLOG[c] = c && strchr("IWEF", c) != NULL;
+        WORD[c] = ISDIGIT(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+        HEX[c] = ISDIGIT(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
     }
     if (PyType_Ready(&TableType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
@@ -456,5 +559,6 @@ PyMODINIT_FUNC PyInit__l4diag_native(void) {
     PyModule_AddIntConstant(m, "FLAG_ISO", FLAG_ISO);
     PyModule_AddIntConstant(m, "FLAG_HARD", FLAG_HARD);
     PyModule_AddIntConstant(m, "FLAG_LITERAL_NODE", FLAG_LITERAL_NODE);
+    PyModule_AddIntConstant(m, "FLAG_PRE_MASKED", FLAG_PRE_MASKED);
     return m;
 }

@@ -97,6 +97,10 @@ def _hostile(rng: random.Random, n: int, dirty: bool) -> bytes:
             out.append("gpu-node-01 mentions itself and gpu-node-012 [2024-02-31 12:00:00.5] feb 31 \t\ttabs  ")
         elif r < 0.56:
             out.append("x" * rng.randint(1, 3000))
+        elif r < 0.565:  # ids the native scanner masks itself, and near misses
+            out.append(f"{y}-05-01 10:00:00 comm 0x{rng.randint(0, 2**48):x} req={rng.randint(0, 2**64):032x} "
+                       f"uuid {rng.randint(0, 2**32):08x}-2e1a-8b3c-4d5e-0123456789ab{rng.choice(['', 'g', '-1'])} "
+                       f"0x{rng.choice(['', 'g1', 'AB_'])} <HEX> iteration {rng.randint(1, 9)}/ 10 |")
         elif r < 0.57:  # a literal "<NODE>" shares its skeleton with a line that names the node
             out.append(rng.choice(["<NODE>", "gpu-node-01"]) + f" saving checkpoint at iteration {rng.randint(1, 9)}")
         elif dirty and r < 0.62:

@@ -142,3 +142,31 @@ def test_key_ids_map_skeletons_to_shared_keys():
     assert keys.candidate.tolist() == [1, 0, 1, -1]
     keys.reset_skeletons()
     assert keys.skeletons_done == 0 and keys.names == ["k1", "k2"]
+
+
+ID_TOKENS = ["0x1f", "0x", "0xg1", "x0x1f", "0X1f", "_deadbeef12", "deadbeef12_", "deadbeef12", "deadbeef", "12345678",
+             "abcdefab", "f114b259-2e1a-8b3c-4d5e-0123456789ab", "f114b259-2e1a-8b3c-4d5e-0123456789abc",
+             "af114b259-2e1a-8b3c-4d5e-0123456789ab", "F114B259-2E1A-8B3C-4D5E-0123456789AB-x", "1-2", "A100",
+             "<HEX>", "<NODE>", "gpu-node-7", "E0216", "0x0x1f", "aaaa-bbbb-cccc-dddd"]
+
+
+def _python_pre_mask(text: str) -> str:
+    """The uuid and hex rules, as the Masker applies them: one after the other."""
+    from l4diag.fastmap import HEX_RULE_PY, UUID_RULE_PY
+
+    return re.sub(HEX_RULE_PY, "<HEX>", re.sub(UUID_RULE_PY, "<UUID>", text))
+
+
+@needs_native
+@pytest.mark.parametrize("seed", range(3))
+def test_pre_mask_equals_the_uuid_and_hex_rules(seed):
+    rng = random.Random(seed)
+    table = mod.SkeletonTable()
+    for _ in range(300):
+        seps = [" ", "-", ":", "=", "/", "", ".", "_", "(", "<"]
+        text = "".join(rng.choice(ID_TOKENS) + rng.choice(seps) for _ in range(rng.randint(1, 8))).strip() or "x"
+        _, ids, _, _, flags = mod.scan((text + "\n").encode(), b"gpu-node-7", table, True, True)
+        expected = _python_pre_mask(text.replace("gpu-node-7", "<NODE>")).translate(DIGITS_STR)
+        assert table.skeletons[np.frombuffer(ids, dtype=np.int32)[0]] == expected, text
+        masked = expected != text.replace("gpu-node-7", "<NODE>").translate(DIGITS_STR)
+        assert bool(flags[0] & mod.FLAG_PRE_MASKED) == masked, text
