@@ -72,7 +72,7 @@ def _spikes(node: str, points: list, name: str, mads: float) -> list:
     values = [(p, getattr(p, name)) for p in points if getattr(p, name) is not None and math.isfinite(getattr(p, name))]
     out = []
     i = MIN_HISTORY
-    for at in _maybe_spikes(np.array([v for _, v in values], dtype=np.float64)).tolist():
+    for at in _maybe_spikes(np.array([v for _, v in values], dtype=np.float64), mads).tolist():
         if at < i:  # inside a recovered spike already reported
             continue
         i = at
@@ -99,20 +99,32 @@ def _spikes(node: str, points: list, name: str, mads: float) -> list:
     return out
 
 
-def _maybe_spikes(values: np.ndarray) -> np.ndarray:
-    """Indices (from MIN_HISTORY on) whose value could pass ``_spikes``' cheap test against the median
-    of the WINDOW values before it. numpy's medians may differ from ``statistics.median`` in the last
-    bit, so the bound is a little loose; ``_spikes`` redoes the test exactly on these few."""
+def _maybe_spikes(values: np.ndarray, mads: float) -> np.ndarray:
+    """Indices (from MIN_HISTORY on) whose value could pass ``_spikes``' two tests against the
+    WINDOW values before it (above SPIKE_MIN_RATIO x their median, and ``mads`` MADs above it).
+    numpy's medians may differ from ``statistics.median`` in the last bit, so the bounds are a
+    little loose; ``_spikes`` redoes both tests exactly on these few."""
     n = len(values)
     if n <= MIN_HISTORY:
         return np.zeros(0, dtype=np.int64)
     meds = np.full(n, np.nan)
+    head = values[:WINDOW].tolist()
     for i in range(MIN_HISTORY, min(WINDOW, n)):  # the first windows are shorter
-        meds[i] = np.median(values[:i])
+        meds[i] = statistics.median(head[:i])
     if n > WINDOW:
         meds[WINDOW:] = np.median(sliding_window_view(values[:-1], WINDOW), axis=1)
     bound = meds * SPIKE_MIN_RATIO
-    return np.flatnonzero(values > bound - 1e-9 * np.abs(bound))
+    maybe = np.flatnonzero(values > bound - 1e-9 * np.abs(bound))
+    full = maybe[maybe >= WINDOW]  # the MAD test over whole windows at once; shorter ones stay
+    if len(full):
+        windows = values[full[:, None] - WINDOW + np.arange(WINDOW)]
+        med = meds[full]
+        mad = np.median(np.abs(windows - med[:, None]), axis=1)
+        mad = np.where(mad != 0, mad, np.where(med != 0, np.abs(med) * 0.01, 1e-6))
+        limit = med + mads * mad
+        keep = values[full] > limit - 1e-9 * (np.abs(limit) + np.abs(med))
+        maybe = np.concatenate([maybe[maybe < WINDOW], full[keep]])
+    return maybe
 
 
 def _grad_blowup(node: str, points: list) -> list:
