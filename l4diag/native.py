@@ -20,13 +20,17 @@ try:
 except ImportError:  # not built (no compiler at install time): fastmap's numpy path
     _MODULE = None
 
+API_VERSION = 2  # of the C module's functions and flags; bumped with every change to them
 REQUIRE_ENV = "L4DIAG_REQUIRE_NATIVE"  # CI sets it so that a failed build cannot pass unnoticed
 DISABLE_ENV = "L4DIAG_NO_NATIVE"
 
 
 def module():
-    """The compiled module, or None when it is missing or disabled by ``L4DIAG_NO_NATIVE``."""
+    """The compiled module, or None when it is missing, from other sources (a stale build) or
+    disabled by ``L4DIAG_NO_NATIVE``."""
     if os.environ.get(DISABLE_ENV, "") not in ("", "0"):
+        return None
+    if getattr(_MODULE, "API_VERSION", None) != API_VERSION:  # missing, or built from other sources
         return None
     return _MODULE
 

@@ -556,6 +556,9 @@ PyMODINIT_FUNC PyInit__l4diag_native(void) {
         Py_DECREF(m);
         return NULL;
     }
+    /* l4diag/native.py uses the module only when this matches its own API_VERSION: a build left
+     * over from an older checkout (an editable install not rebuilt) is ignored, not called wrongly */
+    PyModule_AddIntConstant(m, "API_VERSION", 2);
     PyModule_AddIntConstant(m, "FLAG_ISO", FLAG_ISO);
     PyModule_AddIntConstant(m, "FLAG_HARD", FLAG_HARD);
     PyModule_AddIntConstant(m, "FLAG_LITERAL_NODE", FLAG_LITERAL_NODE);

@@ -23,6 +23,14 @@ def test_native_is_built_where_required():
         assert mod is not None
 
 
+def test_a_stale_build_is_ignored(monkeypatch):
+    class Stale:
+        API_VERSION = native.API_VERSION - 1
+
+    monkeypatch.setattr(native, "_MODULE", Stale)
+    assert native.module() is None
+
+
 def test_disable_switch_hides_the_module(monkeypatch):
     monkeypatch.setenv(native.DISABLE_ENV, "1")
     assert native.module() is None
