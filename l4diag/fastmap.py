@@ -19,6 +19,12 @@ markers, one ``Occurrence`` per line) is replaced by work per block of lines (~4
   times), and the iteration/stage of any other line is looked up from the changes they made.
 * **occurrences** — only the first and the last line of each key per stage run of a block is
   materialised; everything else is a count.
+
+Where the native scanner is built (``l4diag/native.py``), a plain ASCII block skips the Python
+split: one C pass checks it, finds its lines, parses ISO timestamps and gives each line a skeleton
+id (with uuid and hex ids already masked, when the first two mask rules are the built-in ones).
+Marker candidacy and the marker plan are then looked up per skeleton (``_scanned_batch``); lines
+whose ids the scanner masked are marker-checked one by one, since markers may see ids.
 """
 
 from __future__ import annotations
