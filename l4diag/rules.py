@@ -19,8 +19,10 @@ A rule file is TOML with a list of ``[[rule]]`` tables. Every rule has a ``name`
 from __future__ import annotations
 
 import functools
+import re
 import sys
 from collections import Counter
+import dataclasses
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -29,7 +31,11 @@ import regex
 
 if sys.version_info >= (3, 11):
     import tomllib
+    from re import _constants as sre_constants, _parser as sre_parse
 else:  # pragma: no cover
+    import sre_constants
+    import sre_parse
+
     import tomli as tomllib
 
 from .model import CATEGORIES, STAGES
@@ -58,14 +64,111 @@ class Rule:
     description: str = ""
     stage_hint: str | None = None
     generic: bool = False
+    # pieces of text one of which every match contains (casefolded when ``required_folded``), or
+    # (): a line with none of them cannot match, and costs substring tests instead of a search
+    # with a timeout
+    required: tuple = ()
+    required_folded: bool = False
 
     def search(self, text: str) -> regex.Match | None:
         """Search with a timeout so a pathological line cannot hang the run (counted in ``TIMED_OUT``)."""
+        if self.required:
+            seen = _casefolded(text) if self.required_folded else text
+            if not any(piece in seen for piece in self.required):
+                return None
         try:
             return self.pattern.search(text, timeout=REGEX_TIMEOUT_S)
         except TimeoutError:
             TIMED_OUT[f"{self.kind}/{self.name}"] += 1
             return None
+
+
+_LAST_FOLDED: tuple = ("", "")
+
+
+def _casefolded(text: str) -> str:
+    """``text.casefold()``, remembered for the last text: every rule of a kind tests the same line."""
+    global _LAST_FOLDED
+    last = _LAST_FOLDED
+    if last[0] is text:
+        return last[1]
+    folded = text.casefold()
+    _LAST_FOLDED = (text, folded)
+    return folded
+
+
+# Constructs of the regex module that Python's re parser would read as literal text (fuzzy
+# matching such as {e<=1}): a pattern that has them gets no required literal.
+NOT_FOR_RE_PARSER = re.compile(r"\{[^0-9,}]")
+MIN_REQUIRED = 3
+
+
+def required_literal(src: str, ignore_case: bool) -> tuple:
+    """``(pieces, folded)``: literal texts one of which every match of ``src`` must contain,
+    casefolded when matching ignores case; ``((), False)`` when none can be proved.
+
+    Conservative: literals count in the pattern's top-level sequence, inside groups and repeats that
+    must match at least once, and as one piece per alternative when every alternative has one;
+    optional parts, lookarounds and groups that change flags are skipped. Case-insensitive pieces
+    must be ASCII (``regex`` folds case its own way beyond it), and every piece at least
+    MIN_REQUIRED characters. Parsed with Python's ``re`` parser, which reads these patterns alike.
+    """
+    if NOT_FOR_RE_PARSER.search(src):
+        return (), False
+    try:
+        parsed = sre_parse.parse(src)
+    except Exception:  # noqa: BLE001 - syntax only regex knows: no literal, the rule just searches
+        return (), False
+    folded = ignore_case or bool(parsed.state.flags & sre_constants.SRE_FLAG_IGNORECASE)
+    usable = []
+    for pieces in _requirements(parsed):
+        if folded:
+            if not all(p.isascii() for p in pieces):
+                continue
+            pieces = tuple(p.casefold() for p in pieces)
+        if min(map(len, pieces)) >= MIN_REQUIRED:
+            usable.append(pieces)
+    if not usable:
+        return (), False
+    return max(usable, key=lambda pieces: (min(map(len, pieces)), -len(pieces))), folded
+
+
+def _requirements(seq) -> list:
+    """What every match of a parsed sequence contains: a list of tuples, each tuple literal texts
+    of which one at least occurs (one text for a plain run of literals)."""
+    c = sre_constants
+    out, current = [], []
+    for op, av in seq:
+        if op is c.LITERAL:
+            current.append(chr(av))
+            continue
+        if current:
+            out.append(("".join(current),))
+            current = []
+        if op is c.SUBPATTERN:
+            _group, add_flags, del_flags, body = av
+            if not add_flags and not del_flags:
+                out.extend(_requirements(body))
+        elif op in (c.MAX_REPEAT, c.MIN_REPEAT, getattr(c, "POSSESSIVE_REPEAT", None)) and av[0] >= 1:
+            out.extend(_requirements(av[2]))
+        elif op is getattr(c, "ATOMIC_GROUP", None):
+            out.extend(_requirements(av))
+        elif op is c.BRANCH:
+            best = [_best_piece(_requirements(branch)) for branch in av[1]]
+            if all(best):
+                out.append(tuple(dict.fromkeys(p for pieces in best for p in pieces)))
+    if current:
+        out.append(("".join(current),))
+    return out
+
+
+def _best_piece(requirements: list) -> tuple:
+    """The requirement of an alternative to stand for it in a choice: a single text if it has one
+    (the longest), else its best choice of texts; () when it has none."""
+    singles = [r[0] for r in requirements if len(r) == 1]
+    if singles:
+        return (max(singles, key=len),)
+    return max(requirements, key=lambda r: min(map(len, r)), default=())
 
 
 # rule -> lines on which its regex gave up after REGEX_TIMEOUT_S, in this process. Those lines were
@@ -244,6 +347,8 @@ def parse_rule(kind: str, file: str, index: int, raw: dict) -> Rule:
         stage_hint=stage_hint,
         generic=bool(raw.get("generic", False)),
     )
+    pieces, folded = required_literal(raw["regex"], bool(flags & regex.IGNORECASE))
+    rule = dataclasses.replace(rule, required=pieces, required_folded=folded)
     try:
         matched = pattern.search(rule.example, timeout=REGEX_TIMEOUT_S)
     except TimeoutError as exc:
