@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import operator
 import statistics
 from dataclasses import dataclass
 
@@ -58,10 +59,10 @@ def _in_log_order(points: list) -> list:
 
 
 def _non_finite(node: str, points: list) -> list:
+    isfinite = math.isfinite
     for p in points:
-        for name in ("loss", "grad_norm"):
-            v = getattr(p, name)
-            if v is not None and not math.isfinite(v):
+        for name, v in (("loss", p.loss), ("grad_norm", p.grad_norm)):
+            if v is not None and not isfinite(v):
                 return [MetricFinding(f"nan_{name}", node, p.iteration, p.time, p.seq,
                                       f"{name.replace('_', ' ')} is {v}{_at(p)}", True)]
     return []
@@ -69,7 +70,9 @@ def _non_finite(node: str, points: list) -> list:
 
 def _spikes(node: str, points: list, name: str, mads: float) -> list:
     """Spikes against a rolling median; recovered ones are reported and scanning goes on past them."""
-    values = [(p, getattr(p, name)) for p in points if getattr(p, name) is not None and math.isfinite(getattr(p, name))]
+    read = operator.attrgetter(name)
+    isfinite = math.isfinite
+    values = [(p, v) for p in points if (v := read(p)) is not None and isfinite(v)]
     out = []
     i = MIN_HISTORY
     for at in _maybe_spikes(np.array([v for _, v in values], dtype=np.float64), mads).tolist():
