@@ -470,9 +470,11 @@ static PyObject *scan(PyObject *self, PyObject *args) {
         if (node && node_len < 2) bits |= HAS_NODE_START; /* no pair to look for: search every line */
         line_time(L, len, bits & HAS_COLON_BRACKET, &tm[i], &yr[i], &fl[i]);
         if ((bits & HAS_LT) && find(L, len, (const unsigned char *)"<NODE>", 6) != NULL) fl[i] |= FLAG_LITERAL_NODE;
-        /* the skeleton: "<NODE>" is longer than a node of 3+ bytes by at most 3 per occurrence, and
-         * pre_mask's output at most twice its input ("0x1" -> "<HEX>"): two areas of 2 * (2 * len + 8) */
-        Py_ssize_t need = 2 * (len * 4 + 16);
+        /* two areas: the line with the node replaced ("<NODE>" for a node of n bytes: at most 2x the
+         * line for n >= 3, 6x for n = 1), then pre_mask's output (at most 2x its input: "0x1" ->
+         * "<HEX>") */
+        Py_ssize_t area = len * (node && node_len < 3 ? 12 : 4) + 16;
+        Py_ssize_t need = 2 * area;
         if (need > scratch_cap) {
             unsigned char *bigger = PyMem_Realloc(scratch, (size_t)need);
             if (!bigger) {
@@ -502,9 +504,9 @@ static PyObject *scan(PyObject *self, PyObject *args) {
         }
         unsigned char *skeleton = scratch;
         if (do_pre_mask) {
-            Py_ssize_t masked = may_hold_id(L, len) ? pre_mask(scratch, k, scratch + len * 4 + 16) : -1;
+            Py_ssize_t masked = may_hold_id(L, len) ? pre_mask(scratch, k, scratch + area) : -1;
             if (masked >= 0) {
-                skeleton = scratch + len * 4 + 16;
+                skeleton = scratch + area;
                 k = masked;
                 fl[i] |= FLAG_PRE_MASKED;
             }

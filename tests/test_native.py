@@ -178,3 +178,14 @@ def test_pre_mask_equals_the_uuid_and_hex_rules(seed):
         assert table.skeletons[np.frombuffer(ids, dtype=np.int32)[0]] == expected, text
         masked = expected != text.replace("gpu-node-7", "<NODE>").translate(DIGITS_STR)
         assert bool(flags[0] & mod.FLAG_PRE_MASKED) == masked, text
+
+
+@needs_native
+@pytest.mark.parametrize("node", [b"a", b"ab", b"abc"])
+def test_short_node_names_that_fill_a_line(node):
+    # every byte of the line is the node: the skeleton is 6x the line for a 1-byte node
+    line = node * 500 + b" 0x1 0x2 0x3"
+    table = mod.SkeletonTable()
+    _, ids, *_ = mod.scan(line + b"\n", node, table, True, True)
+    expected = _python_pre_mask(line.decode().replace(node.decode(), "<NODE>")).translate(DIGITS_STR)
+    assert table.skeletons[np.frombuffer(ids, dtype=np.int32)[0]] == expected
