@@ -410,9 +410,9 @@ class Folder(SlowFolder):
         _, _, first_lineno, raw, count = item
         shared = self.shared
         table, keys = shared["native_table"], shared["native_keys"]
-        if len(table) > MAX_SKELETON_CACHE:  # bounded memory on unique ids, as key_cache
+        if len(table) > MAX_SKELETON_CACHE:  # bounded memory on unique lines, as key_cache
             table.clear()
-            keys.reset_skeletons()
+            shared["native_keys"] = keys = native.KeyIds()  # key ids live only within a batch
             shared["native_generation"] += 1
         starts, ids, times, years, flags = self.native.scan(raw, nb, table, shared["zero_digit_x"], shared["pre_mask"])
         starts = np.frombuffer(starts, dtype=np.int64)

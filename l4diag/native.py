@@ -56,15 +56,13 @@ class ScannedLines:
 
 
 class KeyIds:
-    """Masked keys as dense ids, and each skeleton id of a ``SkeletonTable`` mapped to its key id."""
+    """Masked keys as dense ids, and each skeleton id of a ``SkeletonTable`` mapped to its key id.
+
+    Made anew whenever the table is cleared (its ids start again), so it stays as bounded as the table."""
 
     def __init__(self) -> None:
         self.ids: dict = {}
         self.names: list = []
-        self.reset_skeletons()
-
-    def reset_skeletons(self) -> None:
-        """The table was cleared: skeleton ids start again (key ids stay)."""
         self.of_skeleton = np.zeros(0, dtype=np.int64)
         self.candidate = np.zeros(0, dtype=np.int8)  # marker candidate per skeleton: 1, 0, -1 unknown
         self.skeletons_done = 0

@@ -148,8 +148,7 @@ def test_key_ids_map_skeletons_to_shared_keys():
     assert keys.names == ["k1", "k2"]
     assert keys.of_skeleton.tolist() == [0, 1, 0, 1]
     assert keys.candidate.tolist() == [1, 0, 1, -1]
-    keys.reset_skeletons()
-    assert keys.skeletons_done == 0 and keys.names == ["k1", "k2"]
+    assert keys.skeletons_done == 4
 
 
 ID_TOKENS = ["0x1f", "0x", "0xg1", "x0x1f", "0X1f", "_deadbeef12", "deadbeef12_", "deadbeef12", "deadbeef", "12345678",
