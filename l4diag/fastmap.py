@@ -94,7 +94,10 @@ def digit_invariant(rules):
     return re.compile(r"[1-9][xX]") if literal_zero_x else re.compile(r"(?!)")
 
 
+# id(rules) -> what _compile made of them; the most recent few only: a process that diagnoses
+# many runs (eval, the API) loads the rules anew each time, and each entry holds caches
 _SHARED: dict = {}
+MAX_SHARED = 4
 
 
 def _compile(rules) -> dict:
@@ -178,6 +181,8 @@ class Folder(SlowFolder):
     def __init__(self, rules, options) -> None:
         shared = _SHARED.get(id(rules))
         if shared is None or shared["rules"] is not rules:
+            while len(_SHARED) >= MAX_SHARED:
+                del _SHARED[next(iter(_SHARED))]  # the oldest
             shared = _SHARED[id(rules)] = _compile(rules)
         self.rules = rules
         self.options = options

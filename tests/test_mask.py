@@ -307,3 +307,13 @@ def test_a_rule_that_gives_up_on_a_line_is_reported_not_silent(tmp_path, monkeyp
         partial = map_stream(StreamSpec(path=str(log), display=str(log), node="n0"), rules, MapOptions(), slow=slow)
         gave_up = [w for w in partial.accounting.warnings if "gave up on" in w]
         assert gave_up and all("were not checked against it" in w for w in gave_up)
+
+
+def test_compiled_rules_are_kept_for_the_latest_rule_sets_only(tmp_path):
+    # eval and the API load the rules anew for every run: the caches must not pile up
+    path = tmp_path / "gpu-node-01.log"
+    path.write_text("2024-05-01 10:00:00,100 INFO hello 1\n")
+    spec = discover([str(path)], None).streams[0]
+    for _ in range(fastmap.MAX_SHARED + 3):
+        Folder(load_rules([]), MapOptions()).fold_spec(spec)
+    assert len(fastmap._SHARED) <= fastmap.MAX_SHARED
