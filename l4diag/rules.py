@@ -31,12 +31,17 @@ import regex
 
 if sys.version_info >= (3, 11):
     import tomllib
-    from re import _constants as sre_constants, _parser as sre_parse
 else:  # pragma: no cover
-    import sre_constants
-    import sre_parse
-
     import tomli as tomllib
+
+try:  # Python's own regex parser, for required_literal; private, so a Python without it just searches
+    if sys.version_info >= (3, 11):
+        from re import _constants as sre_constants, _parser as sre_parse
+    else:  # pragma: no cover
+        import sre_constants
+        import sre_parse
+except ImportError:  # pragma: no cover
+    sre_constants = sre_parse = None
 
 from .model import CATEGORIES, STAGES
 
@@ -113,7 +118,7 @@ def required_literal(src: str, ignore_case: bool) -> tuple:
     must be ASCII (``regex`` folds case its own way beyond it), and every piece at least
     MIN_REQUIRED characters. Parsed with Python's ``re`` parser, which reads these patterns alike.
     """
-    if NOT_FOR_RE_PARSER.search(src):
+    if sre_parse is None or NOT_FOR_RE_PARSER.search(src):
         return (), False
     try:
         parsed = sre_parse.parse(src)
