@@ -58,3 +58,19 @@ def test_merge_in_any_order(tmp_path):
         acct_b["warnings"].sort()
         assert acct_a == acct_b
     assert _templates(forward) == _templates(backward) == _templates(shuffled)
+
+
+def test_worker_tasks_shrink_as_the_work_runs_out():
+    from collections import deque
+
+    from l4diag.pipeline import _next_task
+
+    sizes = {i: 100 - i for i in range(64)}  # stream 0 is the largest
+    pending = deque(sorted(sizes, key=lambda i: -sizes[i]))
+    tasks = []
+    while pending:
+        tasks.append(_next_task(pending, sizes, jobs=2))
+    handed = [i for task in tasks for i in task]
+    assert sorted(handed) == list(range(64)) and handed == sorted(handed)  # each once, largest first
+    assert len(tasks[0]) > 1 and len(tasks[-1]) == 1  # a few streams a task at first, one at the end
+    assert all(len(a) >= len(b) for a, b in zip(tasks, tasks[1:]))
