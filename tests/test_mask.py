@@ -317,3 +317,12 @@ def test_compiled_rules_are_kept_for_the_latest_rule_sets_only(tmp_path):
     for _ in range(fastmap.MAX_SHARED + 3):
         Folder(load_rules([]), MapOptions()).fold_spec(spec)
     assert len(fastmap._SHARED) <= fastmap.MAX_SHARED
+
+
+def test_the_same_xid_on_two_gpus_is_one_key():
+    # PCI bus ids carry hex letters (9a, ed): masked whole, not as <NUM>a
+    masker = Masker(RULES)
+    lines = ["NVRM: Xid (PCI:0000:9a:00): 79, pid=1, GPU has fallen off the bus.",
+             "NVRM: Xid (PCI:0000:ed:00): 79, pid=2, GPU has fallen off the bus."]
+    keys = {masker.key(line, None) for line in lines}
+    assert keys == {"NVRM: Xid (PCI:<PCI>): <NUM>, pid=<NUM>, GPU has fallen off the bus."}
