@@ -23,7 +23,7 @@ def _report(path, jobs: int) -> dict:
     return d
 
 
-@pytest.mark.parametrize("layout", ["file-per-node", "combined-host"])
+@pytest.mark.parametrize("layout", ["file-per-node", "combined-host", "dir-per-node", "tar.gz"])
 def test_same_report_with_one_or_two_jobs(tmp_path, layout):
     path = write_layout(tmp_path / layout, layout)
     assert _report(path, 1) == _report(path, 2)
