@@ -247,8 +247,8 @@ static const int ISO_DIGITS[] = {0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18}
 /* memmem for the short needles here: memchr (SIMD in libc) finds candidates for the first byte;
  * on ~100-byte lines it is several times faster than glibc's general memmem */
 static const unsigned char *find(const unsigned char *h, Py_ssize_t hn, const unsigned char *nd, Py_ssize_t nn) {
-    const unsigned char *end = h + hn - nn + 1;
     if (nn <= 0 || hn < nn) return NULL;
+    const unsigned char *end = h + hn - nn + 1; /* the last place a match can start, plus one */
     while (h < end) {
         const unsigned char *c = memchr(h, nd[0], (size_t)(end - h));
         if (!c) return NULL;
