@@ -77,7 +77,9 @@ class Rule:
 
     def search(self, text: str) -> regex.Match | None:
         """Search with a timeout so a pathological line cannot hang the run (counted in ``TIMED_OUT``)."""
-        if self.required:
+        if self.required and (not self.required_folded or text.isascii()):
+            # a case-insensitive rule tests its pieces on ASCII text only: regex's case matching
+            # goes beyond casefold() elsewhere ("fail" matches "FAİL", whose casefold is "fai̇l")
             seen = _casefolded(text) if self.required_folded else text
             if not any(piece in seen for piece in self.required):
                 return None
@@ -115,7 +117,8 @@ def required_literal(src: str, ignore_case: bool) -> tuple:
     Conservative: literals count in the pattern's top-level sequence, inside groups and repeats that
     must match at least once, and as one piece per alternative when every alternative has one;
     optional parts, lookarounds and groups that change flags are skipped. Case-insensitive pieces
-    must be ASCII (``regex`` folds case its own way beyond it), and every piece at least
+    must be ASCII and are tested on ASCII lines only (``regex`` matches case beyond what
+    ``casefold`` does: "fail" in "FAİL"), and every piece at least
     MIN_REQUIRED characters. Parsed with Python's ``re`` parser, which reads these patterns alike.
     """
     if sre_parse is None or NOT_FOR_RE_PARSER.search(src):

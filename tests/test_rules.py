@@ -62,3 +62,18 @@ def test_case_insensitive_rules_see_folded_text():
     assert shouted
     for rule in shouted:
         assert rule.search(rule.example.upper()), rule.name
+
+
+def test_case_insensitive_literals_do_not_hide_unicode_case_matches():
+    # regex matches "fail" in "FAİL" ignoring case, though "FAİL".casefold() is "fai̇l"
+    checked = 0
+    for rule in RULES:
+        piece = rule.required[0] if rule.required_folded else ""
+        if "i" not in piece or piece not in rule.example.casefold():
+            continue
+        at = rule.example.casefold().index(piece)
+        text = rule.example[:at] + piece.upper().replace("I", "İ") + rule.example[at + len(piece):]
+        if rule.pattern.search(text):
+            assert rule.search(text), rule.name
+            checked += 1
+    assert checked > 0
