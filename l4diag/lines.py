@@ -106,8 +106,7 @@ def iter_line_chunks(fh: BinaryIO, stats: LineStats, max_line_bytes: int = DEFAU
                 pending += block
             continue
         if pending:
-            pending += block[: cut + 1]
-            complete = bytes(pending)
+            complete = b"".join((pending, memoryview(block)[: cut + 1]))  # one copy of the block, not three
         else:
             complete = block[: cut + 1]
         rest = block[cut + 1 :]
