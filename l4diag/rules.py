@@ -105,9 +105,10 @@ def _casefolded(text: str) -> str:
 
 
 # Constructs of the regex module that Python's re parser would read as literal text (fuzzy
-# matching such as {e<=1}): a pattern that has them gets no required literal.
-NOT_FOR_RE_PARSER = re.compile(r"\{[^0-9,}]")
-MIN_REQUIRED = 3
+# matching such as {e<=1}): an unescaped brace that does not open a repeat. A pattern with one
+# gets no required literal.
+NOT_FOR_RE_PARSER = re.compile(r"(?<!\\)(?:\\\\)*\{[^0-9,}]")
+MIN_REQUIRED = 2
 
 
 def required_literal(src: str, ignore_case: bool) -> tuple:

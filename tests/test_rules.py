@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
     (r"No space left|Disk quota exceeded", False, (("No space left", "Disk quota exceeded"), False)),
     (r"(?:GPU has )?fallen off", False, (("fallen off",), False)),  # the optional part is not required
     (r"(?:abc)+ and (?:xyz)* tail", False, ((" and ",), False)),  # + must match once, * need not
-    (r"(?=lookahead)xy", False, ((), False)),  # lookarounds are skipped; "xy" is too short
+    (r"(?=lookahead)x", False, ((), False)),  # lookarounds are skipped; "x" is too short
     (r"(?=lookahead)matched text", False, (("matched text",), False)),
     (r"(?i:scoped) plain text", False, ((" plain text",), False)),  # a flag group is skipped, not trusted
     (r"foo|\d+", False, ((), False)),  # an alternative with no literal: nothing is required
@@ -27,7 +27,9 @@ REPO = Path(__file__).resolve().parent.parent
     (r"\p{L}+ word", False, ((), False)),  # syntax only regex knows
     (r"Straße kaputt", True, ((), False)),  # case-insensitive pieces must be ASCII
     (r"Straße kaputt", False, (("Straße kaputt",), False)),  # case-sensitive ones need not
-    (r"ab", False, ((), False)),  # shorter than worth testing
+    (r"a", False, ((), False)),  # shorter than worth testing
+    (r"\{'loss': \d+", False, (("{'loss': ",), False)),  # an escaped brace is a literal
+    (r"\\{e<=1}", False, ((), False)),  # an escaped backslash, then regex's fuzzy brace
 ])
 def test_required_literal(src, ignore_case, expected):
     assert required_literal(src, ignore_case) == expected
