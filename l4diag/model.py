@@ -7,6 +7,8 @@ map can run in a process pool and its results can be merged in any order.
 
 from __future__ import annotations
 
+import dataclasses
+import operator
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -24,6 +26,19 @@ CATEGORIES = (
     "unknown",
 )
 ROLES = ("culprit", "suspect", "collateral", "normal")
+
+
+def pickled_by_position(cls):
+    """Pickle a dataclass as its class and field values in order, without a per-object dict: the
+    map's Partials cross process boundaries tens of thousands of records at a time, and this
+    makes that 2-3x cheaper. The class must take its fields positionally (every dataclass does)."""
+    values = operator.attrgetter(*(f.name for f in dataclasses.fields(cls)))
+
+    def __reduce__(self):
+        return cls, values(self)
+
+    cls.__reduce__ = __reduce__
+    return cls
 
 
 @dataclass(frozen=True)
@@ -51,6 +66,7 @@ class InputCap(OSError):
         self.reason = reason
 
 
+@pickled_by_position
 @dataclass
 class Occurrence:
     """Where a line was seen: enough to quote it as evidence."""
@@ -65,6 +81,7 @@ class Occurrence:
     time_exact: bool = True  # False: the line had no timestamp and took the one just before it
 
 
+@pickled_by_position
 @dataclass
 class KeyNodeStats:
     """How one node printed one masked key."""
@@ -88,6 +105,7 @@ def _occurrence_order(occ: Occurrence) -> tuple:
     return (occ.file, occ.seq)
 
 
+@pickled_by_position
 @dataclass
 class MetricPoint:
     """Training metrics read from one iteration line (iteration None: a metrics line without a step)."""
