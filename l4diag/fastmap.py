@@ -174,6 +174,13 @@ class _ScannedStream:
         self.generation = -1
         self.plans: dict = {}  # skeleton id -> (where the line body starts, its marker LinePlan)
 
+    def follow(self, generation: int, size: int) -> None:
+        """Keep up with the table: start again when it was cleared, make room for new skeletons."""
+        if self.generation != generation:
+            self.candidate, self.plans, self.generation = np.zeros(0, dtype=np.int8), {}, generation
+        if len(self.candidate) < size:
+            self.candidate = np.concatenate([self.candidate, np.full(size - len(self.candidate), -1, dtype=np.int8)])
+
 
 class Folder(SlowFolder):
     """Fold streams into a Partial a block at a time (see the module docstring)."""
@@ -239,28 +246,7 @@ class Folder(SlowFolder):
             if item[0] == "clean" and item[1] is None and native_node is not False:  # vouched for by self.native
                 self._fold_batch(fold, local, display, self._scanned_batch(item, native_node, fold, scanned))
             elif item[0] == "clean":
-                _, texts, first_lineno, raw, _ = item
-                texts = _clean_texts(item)
-                coded = None
-                if self.skeletons is not None:
-                    b = raw.replace(nb, b"<NODE>") if nb is not None and nb in raw else raw
-                    if len(texts) >= NUMPY_MIN_LINES and pa is not None and not _has_digit_x(raw):
-                        coded = _encode_lines(b.translate(DIGITS_BYTES), len(texts))
-                    if coded is not None:
-                        skels = None
-                    else:
-                        skels = b.translate(DIGITS_BYTES).decode("utf-8").split("\n")
-                        if len(skels) > len(texts):
-                            skels.pop()
-                    if skels is not None and _has_digit_x(raw):
-                        exc = self.skeletons.search
-                        for i, t in enumerate(texts):
-                            if exc(t):
-                                skels[i] = t.replace(node, "<NODE>") if nb is not None else t
-                else:
-                    skels = self._skeletons(texts, node)
-                linenos = range(first_lineno, first_lineno + len(texts))
-                self._fold_batch(fold, local, display, _Batch(texts, skels, linenos, raw, coded))
+                self._fold_batch(fold, local, display, self._clean_batch(item, node, nb))
             else:
                 pairs = item[1]
                 texts = [t for _, t in pairs]
@@ -268,6 +254,30 @@ class Folder(SlowFolder):
                     fold, local, display, _Batch(texts, self._skeletons(texts, node), [n for n, _ in pairs], None)
                 )
         self._finish_local(fold, local, display)
+
+    def _clean_batch(self, item: tuple, node: str, nb: bytes | None) -> _Batch:
+        """The batch of a plain block (numpy path): its skeletons from one translate of the block,
+        or Arrow's encoding of them when the block is large and no line keeps its digits."""
+        _, _, first_lineno, raw, _ = item
+        texts = _clean_texts(item)
+        linenos = range(first_lineno, first_lineno + len(texts))
+        if self.skeletons is None:
+            return _Batch(texts, self._skeletons(texts, node), linenos, raw)
+        zeroed = (raw.replace(nb, b"<NODE>") if nb is not None and nb in raw else raw).translate(DIGITS_BYTES)
+        digit_x = _has_digit_x(raw)
+        if len(texts) >= NUMPY_MIN_LINES and pa is not None and not digit_x:
+            coded = _encode_lines(zeroed, len(texts))
+            if coded is not None:
+                return _Batch(texts, None, linenos, raw, coded)
+        skels = zeroed.decode("utf-8").split("\n")
+        if len(skels) > len(texts):
+            skels.pop()
+        if digit_x:  # lines that keep their digits: masked as they are, with only the node replaced
+            exc = self.skeletons.search
+            for i, t in enumerate(texts):
+                if exc(t):
+                    skels[i] = t.replace(node, "<NODE>") if nb is not None else t
+        return _Batch(texts, skels, linenos, raw)
 
     def _fold_demux_blocks(self, items, display: str, kind: str) -> None:
         folds: dict = {}
@@ -428,6 +438,7 @@ class Folder(SlowFolder):
         if keys.skeletons_done < len(table):
             new = table.skeletons[keys.skeletons_done:]
             keys.add_skeletons(self.bulk_masker.keys(new), self._skeleton_candidates(new))
+        scanned.follow(shared["native_generation"], len(table))
         texts = native.ScannedLines(raw, starts)
         iso = (flags & self.native.FLAG_ISO) != 0
         y = np.frombuffer(years, dtype=np.int32) if iso.any() else None
@@ -441,9 +452,10 @@ class Folder(SlowFolder):
 
     def _plan_lookup(self, ids: np.ndarray, flags: np.ndarray, texts, scanned: _ScannedStream):
         """``i -> (body offset, LinePlan)`` for the lines of a scanned block, or None for a line to
-        observe the usual way (a literal ``<NODE>``, or ids the scanner masked). Both are functions of the line's zeroed text
-        (``line_body`` cuts a digit-blind timestamp; plans are keyed by zeroed text), which within a
-        stream is a function of its skeleton: worked out once per skeleton and stream."""
+        observe the usual way (a literal ``<NODE>``, or ids the scanner masked). Both are functions
+        of the line's zeroed text (``line_body`` cuts a digit-blind timestamp; plans are keyed by
+        zeroed text), which within a stream is a function of its skeleton: worked out once per
+        skeleton and stream."""
         cache = scanned.plans
         markers = self.observe_markers
         own_way = self.native.FLAG_LITERAL_NODE | self.native.FLAG_PRE_MASKED
@@ -463,14 +475,6 @@ class Folder(SlowFolder):
 
     def _scanned_candidates(self, ids: np.ndarray, flags: np.ndarray, texts, scanned: _ScannedStream) -> list:
         """Indices of the marker candidates of a scanned block: decided once per skeleton and stream."""
-        generation = self.shared["native_generation"]
-        if scanned.generation != generation:
-            scanned.candidate, scanned.generation = np.zeros(0, dtype=np.int8), generation
-            scanned.plans = {}
-        size = len(self.shared["native_table"])
-        if len(scanned.candidate) < size:
-            grow = np.full(size - len(scanned.candidate), -1, dtype=np.int8)
-            scanned.candidate = np.concatenate([scanned.candidate, grow])
         state = self.shared["native_keys"].candidate[ids]
         # a line whose ids the scanner masked shares its skeleton with lines whose ids differ, and
         # the marker rules see ids: such lines are decided each on its own, below
@@ -866,7 +870,6 @@ class BulkTimes:
         w = as_strided(padded, shape=(len(buf) + 1, WIDTH), strides=(1, 1), writeable=False)[starts]
         first = w[:, 0]
         bracket = _BRACKET[first]
-        rows = np.arange(n)
         shifted = w[:, :-1]
         if bracket.any():
             shifted = shifted.copy()
