@@ -250,8 +250,8 @@ class Context:
                 exact: bool = True) -> None:
         """Update iteration and stage from one line (``exact``: ``time`` is the line's own, not carried)."""
         self.change_time = time if exact else None  # a stage change takes only the line's own time
-        if markers.plans is not None:
-            self._observe_planned(text, time, seq, markers, where)
+        if markers.plans is not None:  # through the plan of the line's zeroed text (made on first sight)
+            self._apply_plan(text, markers.plan_of(text), time, seq, markers, where)
             return
         if markers.iteration_any is None or markers.iteration_any.search(text):
             if self._observe_iteration(text, time, seq, markers, where):
@@ -272,10 +272,6 @@ class Context:
             at = iteration if iteration is not None else self.iteration
             # A time carried from an earlier line is only a lower bound: timeline.py places the change.
             self.stage_changes.append(StageChange(self.change_time, seq, stage, at, file))
-
-    def _observe_planned(self, text: str, time: float | None, seq: int, markers: Markers, where: tuple) -> None:
-        """``observe`` through the plan of the line's digit-zeroed text (made on first sight)."""
-        self._apply_plan(text, markers.plan_of(text), time, seq, markers, where)
 
     def observe_with_plan(self, text: str, plan: LinePlan, time: float | None, seq: int, markers: Markers,
                           where: tuple, exact: bool = True) -> None:

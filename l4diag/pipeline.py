@@ -1,7 +1,8 @@
 """Run the pipeline: sources -> map (in a process pool) -> merge -> templates -> diagnosis.
 
-The pool's unit of work is one stream (file, archive or stdin); with ``--jobs N`` > 1 there are
-N - 1 worker processes and this process maps streams too (``_map_shared``). The map of a stream is
+The unit of work is one stream (file, archive member or stdin); with ``--jobs N`` > 1 there are
+N - 1 worker processes, each handed a few streams at a time, and this process maps streams too
+(``_map_shared``). The map of a stream is
 ``fastmap.Folder`` (block at a time, exactly the Partial of the reference ``mask.SlowFolder``).
 Partials merge in any order: ``KeyNodeStats`` keeps first/last by (file, seq), node stats take
 min/max/sorted unions, so the report does not depend on ``--jobs`` (tests/test_pipeline.py).

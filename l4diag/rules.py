@@ -22,7 +22,6 @@ import functools
 import re
 import sys
 from collections import Counter
-import dataclasses
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -119,8 +118,8 @@ def required_literal(src: str, ignore_case: bool) -> tuple:
     must match at least once, and as one piece per alternative when every alternative has one;
     optional parts, lookarounds and groups that change flags are skipped. Case-insensitive pieces
     must be ASCII and are tested on ASCII lines only (``regex`` matches case beyond what
-    ``casefold`` does: "fail" in "FAİL"), and every piece at least
-    MIN_REQUIRED characters. Parsed with Python's ``re`` parser, which reads these patterns alike.
+    ``casefold`` does: "fail" in "FAİL"); every piece has at least MIN_REQUIRED characters.
+    Parsed with Python's ``re`` parser, which reads these patterns alike.
     """
     if sre_parse is None or NOT_FOR_RE_PARSER.search(src):
         return (), False
@@ -342,6 +341,7 @@ def parse_rule(kind: str, file: str, index: int, raw: dict) -> Rule:
     stage_hint = raw.get("stage")
     if stage_hint is not None and stage_hint not in STAGES:
         raise RulesError(f"{where}: stage {stage_hint!r} is not a stage ({', '.join(STAGES)})")
+    pieces, folded = required_literal(raw["regex"], bool(flags & regex.IGNORECASE))
     rule = Rule(
         kind=kind,
         name=raw["name"],
@@ -355,9 +355,9 @@ def parse_rule(kind: str, file: str, index: int, raw: dict) -> Rule:
         description=str(raw.get("description", "")),
         stage_hint=stage_hint,
         generic=bool(raw.get("generic", False)),
+        required=pieces,
+        required_folded=folded,
     )
-    pieces, folded = required_literal(raw["regex"], bool(flags & regex.IGNORECASE))
-    rule = dataclasses.replace(rule, required=pieces, required_folded=folded)
     try:
         matched = pattern.search(rule.example, timeout=REGEX_TIMEOUT_S)
     except TimeoutError as exc:

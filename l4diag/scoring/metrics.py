@@ -114,15 +114,15 @@ def _maybe_spikes(values: np.ndarray, mads: float) -> np.ndarray:
     head = values[:WINDOW].tolist()
     for i in range(MIN_HISTORY, min(WINDOW, n)):  # the first windows are shorter
         meds[i] = statistics.median(head[:i])
-    if n > WINDOW:
-        meds[WINDOW:] = np.median(sliding_window_view(values[:-1], WINDOW), axis=1)
+    windows = sliding_window_view(values[:-1], WINDOW) if n > WINDOW else None  # row j: values[j:j + WINDOW]
+    if windows is not None:
+        meds[WINDOW:] = np.median(windows, axis=1)
     bound = meds * SPIKE_MIN_RATIO
     maybe = np.flatnonzero(values > bound - 1e-9 * np.abs(bound))
     full = maybe[maybe >= WINDOW]  # the MAD test over whole windows at once; shorter ones stay
     if len(full):
-        windows = values[full[:, None] - WINDOW + np.arange(WINDOW)]
         med = meds[full]
-        mad = np.median(np.abs(windows - med[:, None]), axis=1)
+        mad = np.median(np.abs(windows[full - WINDOW] - med[:, None]), axis=1)
         mad = np.where(mad != 0, mad, np.where(med != 0, np.abs(med) * 0.01, 1e-6))
         limit = med + mads * mad
         keep = values[full] > limit - 1e-9 * (np.abs(limit) + np.abs(med))

@@ -101,8 +101,9 @@ def classify_keys(partial_keys: dict, rules: RuleSet) -> dict:
         ranks = set()
         for text in texts:
             hit = classify_text(text, rules)
-            ranks.add(_rank(hit))
-            if _rank(hit) > _rank(best):
+            rank = _rank(hit)
+            ranks.add(rank)
+            if rank > _rank(best):
                 best = hit
         best.mixed = len(ranks) > 1
         out[key] = best
