@@ -148,10 +148,12 @@ def _demote_generic_after_collateral(ctx: _Context, node: str) -> None:
         del ctx.items[node]
 
 
-def _at_or_after(occ: Occurrence, ref: Occurrence) -> bool:
+def _at_or_after(occ: Occurrence, ref: Occurrence, seconds: float = COLLATERAL_SLACK_SECONDS,
+                 lines: int = COLLATERAL_SLACK_LINES) -> bool:
+    """Whether ``occ`` comes at or after ``ref``, give or take ``seconds`` (or ``lines`` of one stream)."""
     if occ.time is not None and ref.time is not None:
-        return occ.time >= ref.time - COLLATERAL_SLACK_SECONDS
-    return occ.file == ref.file and occ.seq >= ref.seq - COLLATERAL_SLACK_LINES
+        return occ.time >= ref.time - seconds
+    return occ.file == ref.file and occ.seq >= ref.seq - lines
 
 
 def _strictly_after(occ: Occurrence, ref: Occurrence) -> bool:
@@ -475,16 +477,10 @@ def _own_teardown_items(ctx: _Context, node: str) -> list:
     for it in items:
         if it.hit.collateral_rule is None or _is_waiting(it) or _killed_from_outside(it):
             continue
-        if any(_not_before_kill(it.occ, kill) for kill in kills):
+        if any(_at_or_after(it.occ, kill, KILL_SLACK_SECONDS, 0) for kill in kills):
             continue
         out.append(it)
     return out
-
-
-def _not_before_kill(occ: Occurrence, kill: Occurrence) -> bool:
-    if occ.time is not None and kill.time is not None:
-        return occ.time >= kill.time - KILL_SLACK_SECONDS
-    return occ.file == kill.file and occ.seq >= kill.seq
 
 
 def _launcher_teardown(it: _Item) -> bool:
