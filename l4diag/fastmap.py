@@ -71,6 +71,10 @@ NUMPY_MIN_LINES = 512  # batches at least this long count keys with numpy
 # entries; cleared when full (memory stays bounded on unique hex ids). 16k, not 64k: 5M lines on
 # 2 cores peak at 479-488 instead of 509-514 MB RSS summed over the processes, ~5% more map CPU
 MAX_SKELETON_CACHE = 1 << 14
+# marker candidacy of a skeleton not decided yet (native.KeyIds.candidate): by its first line, for
+# the run; or per stream, for a skeleton with <NODE>
+UNDECIDED, PER_STREAM = -1, -2
+FEW_MARKER_TEXTS = 4  # up to this many texts are marker-searched with ``regex``, not RE2
 _KEY_CACHES: dict = {}
 
 
@@ -437,7 +441,7 @@ class Folder(SlowFolder):
             raise AssertionError(f"native scan split {len(ids)} lines, expected {count}")
         if keys.skeletons_done < len(table):
             new = table.skeletons[keys.skeletons_done:]
-            keys.add_skeletons(self.bulk_masker.keys(new), self._skeleton_candidates(new))
+            keys.add_skeletons(self.bulk_masker.keys(new), self._skeleton_candidacy(new))
         scanned.follow(shared["native_generation"], len(table))
         texts = native.ScannedLines(raw, starts)
         iso = (flags & self.native.FLAG_ISO) != 0
@@ -474,39 +478,45 @@ class Folder(SlowFolder):
         return plan_for
 
     def _scanned_candidates(self, ids: np.ndarray, flags: np.ndarray, texts, scanned: _ScannedStream) -> list:
-        """Indices of the marker candidates of a scanned block: decided once per skeleton and stream."""
-        state = self.shared["native_keys"].candidate[ids]
+        """Indices of the marker candidates of a scanned block: decided once per skeleton and stream.
+
+        What is not known yet (skeletons seen for the first time, lines whose ids the scanner
+        masked) is decided in one marker search for the block: Arrow compiles the RE2 pattern
+        anew on every call (~1 ms), which is more than the search of a few thousand lines."""
+        keys = self.shared["native_keys"]
+        state = keys.candidate[ids]
         # a line whose ids the scanner masked shares its skeleton with lines whose ids differ, and
-        # the marker rules see ids: such lines are decided each on its own, below
+        # the marker rules see ids: such lines are decided each on its own
         own = np.flatnonzero(flags & self.native.FLAG_PRE_MASKED)
         state[own] = 0
-        per_stream = np.flatnonzero(state < 0)
+        per_stream = np.flatnonzero(state == PER_STREAM)
         if len(per_stream):
             state[per_stream] = scanned.candidate[ids[per_stream]]
         unknown = np.flatnonzero(state < 0)
-        if len(unknown):
-            skeleton_ids, first = np.unique(ids[unknown], return_index=True)
-            scanned.candidate[skeleton_ids] = self._marker_candidates([texts[int(i)] for i in unknown[first]])
+        skeleton_ids, first = np.unique(ids[unknown], return_index=True)
+        if len(skeleton_ids) or len(own):
+            hit = self._marker_candidates_in_block(texts, np.concatenate([unknown[first], own]))
+            decided = hit[: len(skeleton_ids)].astype(np.int8)
+            scanned.candidate[skeleton_ids] = decided
+            run_wide = keys.candidate[skeleton_ids] == UNDECIDED  # no <NODE>: the same in every stream
+            keys.candidate[skeleton_ids[run_wide]] = decided[run_wide]
             state[unknown] = scanned.candidate[ids[unknown]]
-        if len(own):
-            state[own] = self._marker_candidates_in_block(texts, own)
+            state[own] = hit[len(skeleton_ids):]
         # a literal "<NODE>" in a line could make it share a skeleton with a line naming the node
         hit = (state > 0) | ((flags & self.native.FLAG_LITERAL_NODE) != 0)
         return np.flatnonzero(hit).tolist()
 
-    def _skeleton_candidates(self, skeletons: list) -> np.ndarray:
-        """Per skeleton: 1 or 0 when it decides whether its lines are marker candidates, -1 when
-        it holds ``<NODE>`` (the node name or a literal one): then each stream decides."""
-        out = np.full(len(skeletons), -1, dtype=np.int8)
-        plain = [i for i, sk in enumerate(skeletons) if "<NODE>" not in sk]
-        if plain:
-            out[plain] = self._marker_candidates([skeletons[i] for i in plain])
-        return out
+    @staticmethod
+    def _skeleton_candidacy(skeletons: list) -> np.ndarray:
+        """Per new skeleton: PER_STREAM when it holds ``<NODE>`` (the node name or a literal one, so
+        each stream decides from one of its lines), else UNDECIDED (the first line seen decides for
+        the run: marker rules are digit-blind)."""
+        return np.array([PER_STREAM if "<NODE>" in sk else UNDECIDED for sk in skeletons], dtype=np.int8)
 
     def _marker_candidates_in_block(self, lines: native.ScannedLines, rows: np.ndarray) -> np.ndarray:
         """``_marker_candidates`` of some lines of a scanned block, read from the block in Arrow
         (no Python string per line)."""
-        if self.marker_re2 is None:
+        if self.marker_re2 is None or len(rows) <= FEW_MARKER_TEXTS:
             return self._marker_candidates([lines[int(i)] for i in rows])
         # each value runs to its line's "\n" (the next line's start), which is then trimmed off
         block = pa.LargeStringArray.from_buffers(len(lines), pa.py_buffer(lines.starts), pa.py_buffer(lines.raw))
@@ -514,8 +524,12 @@ class Folder(SlowFolder):
         return pc.match_substring_regex(picked, pattern=self.marker_re2).to_numpy(zero_copy_only=False)
 
     def _marker_candidates(self, texts: list) -> np.ndarray:
-        """Whether each text could match a marker (the prefilter ``_fold_batch`` applies to a block)."""
-        if self.marker_re2 is not None:
+        """Whether each text could match a marker (the prefilter ``_fold_batch`` applies to a block).
+
+        Either search finds a superset of the lines the marker rules match (RE2's also takes every
+        non-ASCII line), and candidates are then observed exactly: which one decides does not
+        change the result, only the time (RE2 costs ~1 ms to compile, ``regex`` ~0.1 ms a line)."""
+        if self.marker_re2 is not None and len(texts) > FEW_MARKER_TEXTS:
             hit = pc.match_substring_regex(pa.array(texts, pa.string()), pattern=self.marker_re2)
             return hit.to_numpy(zero_copy_only=False)
         if self.marker_re is None:

@@ -64,7 +64,7 @@ class KeyIds:
         self.ids: dict = {}
         self.names: list = []
         self.of_skeleton = np.zeros(0, dtype=np.int64)
-        self.candidate = np.zeros(0, dtype=np.int8)  # marker candidate per skeleton: 1, 0, -1 unknown
+        self.candidate = np.zeros(0, dtype=np.int8)  # marker candidate per skeleton: 1, 0, or negative: undecided (fastmap)
         self.skeletons_done = 0
 
     def add_skeletons(self, keys: list, candidate: np.ndarray) -> None:

@@ -31,6 +31,8 @@ end, line counts); the second pass folds each chunk with its exact starting stat
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import time
 from collections import Counter, deque
@@ -95,16 +97,35 @@ def map_all(paths: list, options: RunOptions, rules: RuleSet) -> Partial:
     pooled = [s for s in specs if s.path != "-"]
     parts: list = [None] * len(specs)
     progress = _Progress(options, len(specs))
-    if jobs > 1 and len(pooled) > 1:
-        _map_shared(specs, min(jobs, len(pooled)), options, rules, map_options, parts, progress)
-    else:
-        for i, spec in enumerate(specs):
-            parts[i] = map_stream(spec, rules, map_options)
-            progress.one_done()
+    with _fewer_collections():
+        if jobs > 1 and len(pooled) > 1:
+            _map_shared(specs, min(jobs, len(pooled)), options, rules, map_options, parts, progress)
+        else:
+            for i, spec in enumerate(specs):
+                parts[i] = map_stream(spec, rules, map_options)
+                progress.one_done()
     for part in parts:  # in stream order, as one process would (merging does not depend on it)
         merged.merge(part)
     merged.accounting.warnings = collapse_warnings(merged.accounting.warnings)
     return merged
+
+
+MAP_GC_THRESHOLD = 50_000  # allocations between young collections while mapping (Python's default: 700)
+
+
+@contextlib.contextmanager
+def _fewer_collections():
+    """Collect garbage less often while mapping (workers forked meanwhile inherit it).
+
+    The map makes many small objects that live on (occurrences, metric points) and hardly any
+    cycles, so the default young-generation threshold collects ~170 times per 2M lines for
+    nothing: 0.07-0.18 s of CPU, against 0.03 s with this threshold."""
+    before = gc.get_threshold()
+    gc.set_threshold(MAP_GC_THRESHOLD, *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
 
 
 class _Progress:

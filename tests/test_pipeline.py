@@ -74,3 +74,23 @@ def test_worker_tasks_shrink_as_the_work_runs_out():
     assert sorted(handed) == list(range(64)) and handed == sorted(handed)  # each once, largest first
     assert len(tasks[0]) > 1 and len(tasks[-1]) == 1  # a few streams a task at first, one at the end
     assert all(len(a) >= len(b) for a, b in zip(tasks, tasks[1:]))
+
+
+def test_map_collects_garbage_less_often_and_restores_the_threshold(tmp_path, monkeypatch):
+    import gc
+
+    from l4diag import pipeline
+
+    seen = []
+    real_map = pipeline.map_stream
+    monkeypatch.setattr(pipeline, "map_stream", lambda *a: seen.append(gc.get_threshold()[0]) or real_map(*a))
+    (tmp_path / "n1.log").write_text("2024-01-01 00:00:00 hello\n")
+    before = gc.get_threshold()
+    pipeline.map_all([str(tmp_path)], RunOptions(jobs=1), load_rules())
+    assert seen == [pipeline.MAP_GC_THRESHOLD]
+    assert gc.get_threshold() == before
+
+    monkeypatch.setattr(pipeline, "map_stream", lambda *a: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        pipeline.map_all([str(tmp_path)], RunOptions(jobs=1), load_rules())
+    assert gc.get_threshold() == before
