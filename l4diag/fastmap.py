@@ -35,6 +35,7 @@ from bisect import bisect_right
 from collections import Counter
 
 import numpy as np
+from regex import IGNORECASE
 from numpy.lib.stride_tricks import as_strided
 
 from .context import block_marker_pattern, candidate_lines, marker_re2
@@ -55,6 +56,7 @@ from .context import Markers, digit_blind
 from . import native
 from .mask import CARRY_TIME_LINES, MAX_KEY_CHARS, SNIFF_LINES, Demuxer, Masker, SlowFolder, _chain, _NodeFold, stream_name
 from .model import KeyNodeStats, Occurrence, Partial
+from .rules import required_clauses
 
 try:  # pragma: no cover - pyarrow is a dependency, but keep a pure-Python way
     import pyarrow as pa
@@ -75,6 +77,7 @@ MAX_SKELETON_CACHE = 1 << 14
 # the run; or per stream, for a skeleton with <NODE>
 UNDECIDED, PER_STREAM = -1, -2
 FEW_MARKER_TEXTS = 4  # up to this many texts are marker-searched with ``regex``, not RE2
+FEW_LINES_BY_PIECES = 64  # up to this many lines of a block are first tested for marker pieces
 _KEY_CACHES: dict = {}
 
 
@@ -129,6 +132,7 @@ def _compile(rules) -> dict:
         "native_generation": 0,  # how often the table was cleared
         "zero_digit_x": skeletons is not None and skeletons.pattern == "(?!)",
         "pre_mask": [(c.pattern, r) for c, r in masker.steps[:2]] == NATIVE_PRE_MASKS,
+        "marker_clauses": marker_clauses(markers),
     }
 
 
@@ -171,17 +175,23 @@ class _ScannedStream:
     so one line decides for all. Indexed by skeleton id (-1 not seen yet); ``generation`` follows
     the table, whose ids restart when it is cleared."""
 
-    __slots__ = ("candidate", "generation", "plans")
+    __slots__ = ("candidate", "generation", "plans", "node", "id_clauses", "id_lines")
 
-    def __init__(self) -> None:
+    def __init__(self, node: str | None = None, clauses: list | None = None) -> None:
         self.candidate = np.zeros(0, dtype=np.int8)
         self.generation = -1
         self.plans: dict = {}  # skeleton id -> (where the line body starts, its marker LinePlan)
+        # lines whose ids the scanner masked: their skeleton shows whether they may hold a marker
+        # when every marker rule needs a clause whose pieces cannot overlap an id; else None
+        self.node = node  # as the scanner replaced it with "<NODE>" (None: it did not)
+        self.id_clauses = None if clauses is None else id_blind_clauses(clauses, node)
+        self.id_lines: dict = {}  # skeleton id -> whether its id lines may hold a marker
 
     def follow(self, generation: int, size: int) -> None:
         """Keep up with the table: start again when it was cleared, make room for new skeletons."""
         if self.generation != generation:
             self.candidate, self.plans, self.generation = np.zeros(0, dtype=np.int8), {}, generation
+            self.id_lines = {}
         if len(self.candidate) < size:
             self.candidate = np.concatenate([self.candidate, np.full(size - len(self.candidate), -1, dtype=np.int8)])
 
@@ -245,7 +255,7 @@ class Folder(SlowFolder):
         local: dict = {}
         nb = node.encode("utf-8") if len(node) >= 3 else None
         native_node = nb if nb is None or b"\n" not in nb else False  # a node name never spans lines
-        scanned = _ScannedStream()
+        scanned = _ScannedStream(node if nb is not None else None, self.shared["marker_clauses"])
         for item in items:
             if item[0] == "clean" and item[1] is None and native_node is not False:  # vouched for by self.native
                 self._fold_batch(fold, local, display, self._scanned_batch(item, native_node, fold, scanned))
@@ -489,6 +499,8 @@ class Folder(SlowFolder):
         # the marker rules see ids: such lines are decided each on its own
         own = np.flatnonzero(flags & self.native.FLAG_PRE_MASKED)
         state[own] = 0
+        if len(own) and scanned.id_clauses is not None:
+            own = own[self._id_skeletons_may_hold_markers(ids[own], scanned)]
         per_stream = np.flatnonzero(state == PER_STREAM)
         if len(per_stream):
             state[per_stream] = scanned.candidate[ids[per_stream]]
@@ -506,6 +518,22 @@ class Folder(SlowFolder):
         hit = (state > 0) | ((flags & self.native.FLAG_LITERAL_NODE) != 0)
         return np.flatnonzero(hit).tolist()
 
+    def _id_skeletons_may_hold_markers(self, skeleton_ids: np.ndarray, scanned: _ScannedStream) -> np.ndarray:
+        """Per id line (by its skeleton id): whether its skeleton, with the node put back, holds what
+        a marker rule needs. Where it does not, neither does the line (the pieces cannot overlap
+        its ids, and the rules are digit-blind), so no marker can match it."""
+        known = scanned.id_lines
+        table = self.shared["native_table"].skeletons
+        node = scanned.node.translate(DIGITS_STR) if scanned.node else None
+        out = np.empty(len(skeleton_ids), dtype=bool)
+        for i, sid in enumerate(skeleton_ids.tolist()):
+            may = known.get(sid)
+            if may is None:
+                text = table[sid].replace("<NODE>", node) if node else table[sid]
+                may = known[sid] = may_match_marker(text, scanned.id_clauses, zeroed=True)
+            out[i] = may
+        return out
+
     @staticmethod
     def _skeleton_candidacy(skeletons: list) -> np.ndarray:
         """Per new skeleton: PER_STREAM when it holds ``<NODE>`` (the node name or a literal one, so
@@ -514,9 +542,9 @@ class Folder(SlowFolder):
         return np.array([PER_STREAM if "<NODE>" in sk else UNDECIDED for sk in skeletons], dtype=np.int8)
 
     def _marker_candidates_in_block(self, lines: native.ScannedLines, rows: np.ndarray) -> np.ndarray:
-        """``_marker_candidates`` of some lines of a scanned block, read from the block in Arrow
-        (no Python string per line)."""
-        if self.marker_re2 is None or len(rows) <= FEW_MARKER_TEXTS:
+        """``_marker_candidates`` of some lines of a scanned block; many are read from the block
+        in Arrow (no Python string per line)."""
+        if self.marker_re2 is None or len(rows) <= FEW_LINES_BY_PIECES:
             return self._marker_candidates([lines[int(i)] for i in rows])
         # each value runs to its line's "\n" (the next line's start), which is then trimmed off
         block = pa.LargeStringArray.from_buffers(len(lines), pa.py_buffer(lines.starts), pa.py_buffer(lines.raw))
@@ -526,16 +554,25 @@ class Folder(SlowFolder):
     def _marker_candidates(self, texts: list) -> np.ndarray:
         """Whether each text could match a marker (the prefilter ``_fold_batch`` applies to a block).
 
-        Either search finds a superset of the lines the marker rules match (RE2's also takes every
+        Texts without what every rule needs (``may_match_marker``) cannot; the others are searched. Any of
+        these searches finds a superset of the lines the marker rules match (RE2's also takes every
         non-ASCII line), and candidates are then observed exactly: which one decides does not
         change the result, only the time (RE2 costs ~1 ms to compile, ``regex`` ~0.1 ms a line)."""
+        out = np.zeros(len(texts), dtype=bool)
+        clauses = self.shared["marker_clauses"]
+        rows = range(len(texts)) if clauses is None else [i for i, t in enumerate(texts) if may_match_marker(t, clauses)]
+        if not rows:
+            return out
+        texts = [texts[i] for i in rows]
         if self.marker_re2 is not None and len(texts) > FEW_MARKER_TEXTS:
-            hit = pc.match_substring_regex(pa.array(texts, pa.string()), pattern=self.marker_re2)
-            return hit.to_numpy(zero_copy_only=False)
-        if self.marker_re is None:
-            return np.ones(len(texts), dtype=bool)
-        found = set(candidate_lines(self.marker_re, "\n".join(texts)))
-        return np.array([i in found for i in range(len(texts))], dtype=bool)
+            out[rows] = pc.match_substring_regex(pa.array(texts, pa.string()), pattern=self.marker_re2).to_numpy(
+                zero_copy_only=False)
+        elif self.marker_re is None:
+            out[rows] = True
+        else:
+            found = set(candidate_lines(self.marker_re, "\n".join(texts)))
+            out[rows] = [i in found for i in range(len(texts))]
+        return out
 
     def _finish_local(self, fold: _NodeFold, local: dict, display: str) -> None:
         keys = self.partial.keys
@@ -719,6 +756,92 @@ HEX_RULE_PY = r"\b0x[0-9a-fA-F]+\b|\b(?=[0-9a-fA-F]*\d)(?=[0-9a-fA-F]*[a-fA-F])[
 UUID_RULE_PY = r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b"
 # the first two mask steps the native scanner can apply itself (see native/_l4diag_native.c)
 NATIVE_PRE_MASKS = [(UUID_RULE_PY, "<UUID>"), (HEX_RULE_PY, "<HEX>")]
+ID_CHAR_STR = "0123456789abcdefABCDEFxX-"  # what a uuid or hex id the scanner masks is made of
+ID_INSIDE_RE = re.compile(r"0[xX]|[0-9a-fA-F]{8}")  # every such id holds one of these
+
+
+def marker_clauses(markers: Markers) -> list | None:
+    """What a line must hold to match each marker rule (``rules.required_clauses``): per rule,
+    ``(clauses, casefolded)`` with each clause's pieces as ``(piece, piece with digits zeroed)``;
+    None when a rule has none."""
+    out = []
+    for rule in [*markers.iteration_rules, *markers.stage_rules]:
+        clauses, folded = required_clauses(rule.pattern.pattern, bool(rule.pattern.flags & IGNORECASE))
+        if not clauses:
+            return None
+        out.append((tuple(tuple((p, p.translate(DIGITS_STR)) for p in clause) for clause in clauses), folded))
+    return out
+
+
+def id_blind_clauses(rules: list, node: str | None) -> list | None:
+    """``marker_clauses`` with only the clauses none of whose pieces may overlap an id (so that a
+    line's skeleton, with the node put back, holds them when the line does); None when a rule is
+    left with none."""
+    out = []
+    for clauses, folded in rules:
+        kept = tuple(c for c in clauses if not any(piece_may_overlap_id(p, node) for p, _ in c))
+        if not kept:
+            return None
+        out.append((kept, folded))
+    return out
+
+
+def may_match_marker(text: str, rules: list, zeroed: bool = False) -> bool:
+    """Whether ``text`` holds what some rule of ``marker_clauses`` needs (its digit-zeroed pieces
+    when ``zeroed``); casefolded pieces count on ASCII text only: any other text may match."""
+    lower = None
+    for clauses, folded in rules:
+        if folded:
+            if lower is None:
+                if not text.isascii():
+                    return True
+                lower = text.lower()
+            seen = lower
+        else:
+            seen = text
+        if all(any(piece[zeroed] in seen for piece in clause) for clause in clauses):
+            return True
+    return False
+
+
+def piece_may_overlap_id(piece: str, node: str | None) -> bool:
+    """Whether an occurrence of ``piece`` in a line could overlap a uuid or hex id that the scanner
+    masks (then the line's skeleton may lack the piece although the line has it).
+
+    An id is a word (``\b`` on both sides) of id characters. A piece that overlaps one without
+    holding it whole starts with the id's end: a run of id characters, then a non-word character
+    or the node name (which the scanner replaces with "<NODE>" before it looks for ids) -- or ends
+    with the id's start, likewise. A whole id holds ``0x`` or 8 hex digits in a row.
+    Conservative: True when unsure."""
+    if ID_INSIDE_RE.search(piece):
+        return True
+    n = len(piece)
+    lead = n - len(piece.lstrip(ID_CHAR_STR))
+    trail = n - len(piece.rstrip(ID_CHAR_STR))
+    if lead == n:
+        return True
+    # an id may end after any character of the leading run: "-" (a non-word character) or the
+    # node name may follow it there; after the whole run, any non-word character may
+    if lead and ("-" in piece[:lead] or not _is_word_char(piece[lead])
+                 or any(_node_at_start(piece[k:], node) for k in range(1, lead + 1))):
+        return True
+    if trail and ("-" in piece[n - trail:] or not _is_word_char(piece[n - trail - 1])
+                  or any(_node_at_end(piece[:k], node) for k in range(n - trail, n))):
+        return True
+    return False
+
+
+def _node_at_start(text: str, node: str | None) -> bool:
+    """Whether ``text`` could begin where the node name begins (it is in it, or it starts with it)."""
+    return bool(node) and (node.startswith(text) or text.startswith(node))
+
+
+def _node_at_end(text: str, node: str | None) -> bool:
+    return bool(node) and (node.endswith(text) or text.endswith(node))
+
+
+def _is_word_char(c: str) -> bool:
+    return c.isascii() and (c.isalnum() or c == "_")
 
 
 def _hex_re2() -> str:

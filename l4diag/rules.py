@@ -114,6 +114,18 @@ def required_literal(src: str, ignore_case: bool) -> tuple:
     """``(pieces, folded)``: literal texts one of which every match of ``src`` must contain,
     casefolded when matching ignores case; ``((), False)`` when none can be proved.
 
+    The best clause of ``required_clauses``: the one whose shortest piece is longest.
+    """
+    clauses, folded = required_clauses(src, ignore_case)
+    if not clauses:
+        return (), False
+    return max(clauses, key=lambda pieces: (min(map(len, pieces)), -len(pieces))), folded
+
+
+def required_clauses(src: str, ignore_case: bool) -> tuple:
+    """``(clauses, folded)``: every match of ``src`` contains, for each clause, one of its literal
+    texts at least (casefolded when matching ignores case); ``((), False)`` when none can be proved.
+
     Conservative: literals count in the pattern's top-level sequence, inside groups and repeats that
     must match at least once, and as one piece per alternative when every alternative has one;
     optional parts, lookarounds and groups that change flags are skipped. Case-insensitive pieces
@@ -134,11 +146,11 @@ def required_literal(src: str, ignore_case: bool) -> tuple:
             if not all(p.isascii() for p in pieces):
                 continue
             pieces = tuple(p.casefold() for p in pieces)
-        if min(map(len, pieces)) >= MIN_REQUIRED:
+        if min(map(len, pieces)) >= MIN_REQUIRED and pieces not in usable:
             usable.append(pieces)
     if not usable:
         return (), False
-    return max(usable, key=lambda pieces: (min(map(len, pieces)), -len(pieces))), folded
+    return tuple(usable), folded
 
 
 def _requirements(seq) -> list:
@@ -162,12 +174,25 @@ def _requirements(seq) -> list:
         elif op is getattr(c, "ATOMIC_GROUP", None):
             out.extend(_requirements(av))
         elif op is c.BRANCH:
-            best = [_best_piece(_requirements(branch)) for branch in av[1]]
-            if all(best):
-                out.append(tuple(dict.fromkeys(p for pieces in best for p in pieces)))
+            out.extend(_choice_requirements([_requirements(branch) for branch in av[1]]))
     if current:
         out.append(("".join(current),))
     return out
+
+
+def _choice_requirements(branches: list) -> list:
+    """Requirements of a choice between alternatives, given each one's: one requirement per
+    alternative joined into one (whichever alternative matched, its part is there). The first
+    joins each alternative's best requirement; the others pair up the rest, in order, so that a
+    requirement of every alternative is used."""
+    if not branches or not all(branches):
+        return []
+    best = [_best_piece(reqs) for reqs in branches]
+    others = [[r for r in reqs if r != b] for reqs, b in zip(branches, best)]
+    out = [best]
+    for k in range(max(map(len, others))):
+        out.append([reqs[k] if k < len(reqs) else b for reqs, b in zip(others, best)])
+    return [tuple(dict.fromkeys(p for pieces in chosen for p in pieces)) for chosen in out]
 
 
 def _best_piece(requirements: list) -> tuple:

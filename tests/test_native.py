@@ -10,8 +10,11 @@ import numpy as np
 import pytest
 
 from l4diag import native
-from l4diag.fastmap import DIGITS_STR, BulkTimes, _clean_parts
+from l4diag.context import Markers
+from l4diag.fastmap import (DIGITS_STR, BulkTimes, _clean_parts, id_blind_clauses, marker_clauses, may_match_marker,
+                            piece_may_overlap_id)
 from l4diag.lines import TimestampParser
+from l4diag.rules import load_rules
 
 mod = native.module()
 needs_native = pytest.mark.skipif(mod is None, reason="the native scanner is not built")
@@ -188,3 +191,86 @@ def test_short_node_names_that_fill_a_line(node):
     _, ids, *_ = mod.scan(line + b"\n", node, table, True, True)
     expected = _python_pre_mask(line.decode().replace(node.decode(), "<NODE>")).translate(DIGITS_STR)
     assert table.skeletons[np.frombuffer(ids, dtype=np.int32)[0]] == expected
+
+
+@pytest.mark.parametrize("piece, node, may", [
+    ("step", None, False),
+    ("iteration", None, False),  # inside, 'e' and 'a' are id characters, but no id can end there
+    ("checkpoint from", None, False),  # an id ending in "c" would need a non-word character after it
+    ("checkpoint from", "heckpoint", True),  # ... or the node name, which the scanner cuts out first
+    ("checkpoint from", "heckpoint-7", False),  # (a node that cannot go on as the piece does)
+    ("ab:", None, True),  # "...ab" then ":" can end an id
+    (":ab", None, True),
+    ("ab-step", None, True),  # "-" ends a hex id
+    ("ca_t", None, False),  # "_" is a word character: no id ends before it
+    ("0xff", None, True),  # holds an id whole
+    ("to deadbeef1", None, True),
+    ("cafe", None, True),  # all id characters
+    ("done.", "x.done", False),
+])
+def test_which_marker_pieces_may_overlap_an_id(piece, node, may):
+    assert piece_may_overlap_id(piece, node) is may
+
+
+@needs_native
+@pytest.mark.parametrize("node", ["gpu-node-7", "cafe01", "heckpoint", "raining", "training-x"])
+def test_an_id_line_whose_skeleton_lacks_what_markers_need_matches_no_marker(node):
+    # the shortcut of Folder._id_skeletons_may_hold_markers, on marker examples with ids and the
+    # node name put next to and inside their words
+    rules = load_rules()
+    markers = [*rules.iterations, *rules.stages]
+    examples = [r.example for r in markers if r.example.isascii()]  # the scanner reads ASCII blocks
+    clauses = id_blind_clauses(marker_clauses(Markers.from_rules(rules)), node)
+    if clauses is None:
+        pytest.skip("no id-blind clause for some rule with this node name")
+    rng = random.Random(node)
+    table = mod.SkeletonTable()
+    checked = 0
+    for _ in range(3000):
+        text = rng.choice(examples)
+        for _ in range(rng.randint(1, 3)):
+            at = rng.randint(0, len(text))
+            token = rng.choice(ID_TOKENS + [node, " " + node, "0xdeadbeef ", " f114b259-2e1a-8b3c-4d5e-0123456789ab"])
+            text = text[:at] + token + text[at:]
+        _, ids, _, _, flags = mod.scan((text + "\n").encode(), node.encode(), table, True, True)
+        if not flags[0] & mod.FLAG_PRE_MASKED or flags[0] & mod.FLAG_LITERAL_NODE:
+            continue
+        skeleton = table.skeletons[np.frombuffer(ids, dtype=np.int32)[0]]
+        if any(r.pattern.search(text) for r in markers):
+            checked += 1
+            assert may_match_marker(skeleton.replace("<NODE>", node.translate(DIGITS_STR)), clauses, zeroed=True), text
+    assert checked > 200
+
+
+@needs_native
+@pytest.mark.parametrize("seed", range(3))
+def test_a_piece_that_cannot_overlap_an_id_survives_in_the_skeleton(seed):
+    # the lemma behind piece_may_overlap_id: with the node put back, the skeleton (ids masked,
+    # digits zeroed) holds every such piece the line holds
+    rng = random.Random(seed)
+    table = mod.SkeletonTable()
+    alphabet = "abcdefxX019-_:. hst"
+    checked = 0
+    for _ in range(4000):
+        piece = "".join(rng.choice(alphabet) for _ in range(rng.randint(2, 6)))
+        cut = rng.randint(1, 2)
+        if rng.random() < 0.5:  # an id that ends inside the piece, then the node going on as the piece does
+            node = rng.choice(["gpu-node-7", "cafe-2", piece[cut:] + "-9", piece[cut:]])
+            glued = "0x1" + piece[:cut] + node
+        else:  # the node, then an id that starts inside the piece
+            node = rng.choice(["gpu-node-7", "cafe-2", "n-" + piece[:-cut], piece[:-cut]])
+            glued = node + piece[-cut:] + "deadbeef1 "
+        parts = [rng.choice([piece, glued])] + [rng.choice(ID_TOKENS + [node, "0xdead", "beef12345", "x", ":", "-", " "])
+                                                for _ in range(rng.randint(1, 4))]
+        rng.shuffle(parts)
+        text = "".join(parts)
+        replaced = node if len(node) >= 3 else None  # as Folder: a shorter node name is not replaced
+        _, ids, _, _, flags = mod.scan((text + "\n").encode(), replaced and replaced.encode(), table, True, True)
+        if piece not in text or flags[0] & mod.FLAG_LITERAL_NODE or piece_may_overlap_id(piece, replaced):
+            continue
+        skeleton = table.skeletons[np.frombuffer(ids, dtype=np.int32)[0]]
+        if replaced:
+            skeleton = skeleton.replace("<NODE>", node.translate(DIGITS_STR))
+        assert piece.translate(DIGITS_STR) in skeleton, (piece, node, text)
+        checked += 1
+    assert checked > 500

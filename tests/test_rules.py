@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import regex
 
-from l4diag.rules import Rule, load_rules, required_literal
+from l4diag.rules import Rule, load_rules, required_clauses, required_literal
 
 RULES = load_rules([]).all_rules()
 REPO = Path(__file__).resolve().parent.parent
@@ -79,3 +80,28 @@ def test_case_insensitive_literals_do_not_hide_unicode_case_matches():
             assert rule.search(text), rule.name
             checked += 1
     assert checked > 0
+
+
+@pytest.mark.parametrize("src, ignore_case, expected", [
+    (r"saving (?:model )?checkpoint|\[Torch\] Saving checkpoint", True,
+     # whichever alternative matched, one piece of each clause is there
+     ((("checkpoint", "[torch] saving checkpoint"), ("saving ", "[torch] saving checkpoint")), True)),
+    (r"abc \d+ def", False, ((("abc ",), (" def",)), False)),  # a plain sequence: every run is a clause
+    (r"foo|\d+", False, ((), False)),
+])
+def test_required_clauses(src, ignore_case, expected):
+    assert required_clauses(src, ignore_case) == expected
+
+
+def test_every_required_clause_holds_on_every_match():
+    lines = _repo_lines() + [r.example for r in RULES]
+    checked = 0
+    for rule in RULES:
+        clauses, folded = required_clauses(rule.pattern.pattern, bool(rule.pattern.flags & regex.IGNORECASE))
+        for line in lines:
+            if not rule.pattern.search(line) or (folded and not line.isascii()):
+                continue
+            seen = line.casefold() if folded else line
+            assert all(any(p in seen for p in clause) for clause in clauses), (rule.name, line)
+            checked += 1
+    assert checked > 1000
