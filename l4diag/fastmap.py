@@ -55,7 +55,7 @@ from .lines import (
 from .context import Markers, digit_blind
 from . import native
 from .mask import CARRY_TIME_LINES, MAX_KEY_CHARS, SNIFF_LINES, Demuxer, Masker, SlowFolder, _chain, _NodeFold, stream_name
-from .model import KeyNodeStats, Occurrence, Partial
+from .model import KeyNodeStats, NodeEnd, Occurrence, Partial
 from .rules import required_clauses
 
 try:  # pragma: no cover - pyarrow is a dependency, but keep a pure-Python way
@@ -219,6 +219,27 @@ class Folder(SlowFolder):
         self.times = BulkTimes()
         self.native = _native_for(shared)
         self.shared = shared
+        self.chunk_year: int | None = None  # folding a chunk after a stream's first (see fold_range)
+        self.node_ends: dict | None = None  # node -> NodeEnd, recorded by fold_range
+
+    def fold_range(self, path: str, display: str, node: str | None, kind: str | None, start: int, end: int,
+                   chunk_year: int | None) -> LineStats:
+        """Fold bytes ``start:end`` of a plain file (a chunk, cut at a line start: see chunks.py)
+        as lines of ``node`` (``kind`` None) or as a combined file of that prefix kind, into
+        ``self.partial``; line numbers count from the chunk's start. With ``chunk_year``, every
+        node starts at an unknown iteration and stage, that guessed year, and no time to carry.
+        Returns the chunk's LineStats, not yet accounted; ``self.node_ends`` says where each
+        node ended."""
+        stats = LineStats()
+        self.chunk_year, self.node_ends = chunk_year, {}
+        with open(path, "rb") as raw:
+            raw.seek(start)
+            blocks = iter_blocks(_Bounded(raw, end - start), stats, self.options.max_line_bytes, self.native)
+            if kind is None:
+                self._fold_node_blocks(blocks, display, node)
+            else:
+                self._fold_demux_blocks(blocks, display, kind)
+        return stats
 
     # --- reading -------------------------------------------------------------------------------
 
@@ -251,7 +272,7 @@ class Folder(SlowFolder):
         account_stream(self.partial.accounting, stats, display, self.options.max_line_bytes)
 
     def _fold_node_blocks(self, items, display: str, node: str) -> None:
-        fold = _NodeFold(node, display)
+        fold = _NodeFold(node, display, self.chunk_year)
         local: dict = {}
         nb = node.encode("utf-8") if len(node) >= 3 else None
         native_node = nb if nb is None or b"\n" not in nb else False  # a node name never spans lines
@@ -309,7 +330,7 @@ class Folder(SlowFolder):
             for node, (texts, linenos) in per_node.items():
                 state = folds.get(node)
                 if state is None:
-                    state = folds[node] = (_NodeFold(node, display), {})
+                    state = folds[node] = (_NodeFold(node, display, self.chunk_year), {})
                 self._fold_batch(state[0], state[1], display, _Batch(texts, self._skeletons(texts, node), linenos, None))
         for fold, local in folds.values():
             self._finish_local(fold, local, display)
@@ -588,7 +609,24 @@ class Folder(SlowFolder):
                 ks.count += count
                 ks.last = last
                 ks.stages.update(stages)
+        if self.node_ends is not None:
+            ts = fold.ts
+            self.node_ends[node] = NodeEnd(fold.timed_seq, ts.year, not ts.year_guessed, ts.needs_year)
         self._finish(fold, display)
+
+
+class _Bounded:
+    """The next ``size`` bytes of a binary file, as a file."""
+
+    def __init__(self, raw, size: int) -> None:
+        self.raw, self.left = raw, size
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.raw.read(self.left if n < 0 else min(n, self.left))
+        self.left -= len(data)
+        return data
+
+    read1 = read
 
 
 def _stage_run_keys(skels: list | None, distinct: dict, key_cache: dict, runs: list, coded: tuple | None = None):
@@ -1072,7 +1110,7 @@ class BulkTimes:
             for i in hard.tolist():
                 li = int(last_iso[i - 1]) if i > 0 else -1
                 if li > hard_iso_at:
-                    parser.year = int(y[li])
+                    parser.year, parser.year_guessed = int(y[li]), False
                 elif hard_iso_at >= 0:
                     parser.year = hard_iso_year
                 else:
@@ -1086,11 +1124,11 @@ class BulkTimes:
             if hard_iso_at >= 0 and (not len(iso_idx) or hard_iso_at > iso_idx[-1]):
                 parser.year = hard_iso_year
             elif len(iso_idx):
-                parser.year = int(y[iso_idx[-1]])
+                parser.year, parser.year_guessed = int(y[iso_idx[-1]]), False
             else:
                 parser.year = carried if hard_iso_at < 0 else hard_iso_year
         elif len(iso_idx):
-            parser.year = int(y[iso_idx[-1]])
+            parser.year, parser.year_guessed = int(y[iso_idx[-1]]), False
         return out
 
     @staticmethod

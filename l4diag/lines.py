@@ -356,10 +356,15 @@ MONTHS = {m: i for i, m in enumerate("Jan Feb Mar Apr May Jun Jul Aug Sep Oct No
 
 
 class TimestampParser:
-    """Parse a leading timestamp; years missing from glog/syslog come from the stream's last full one."""
+    """Parse a leading timestamp; years missing from glog/syslog come from the stream's last full one.
 
-    def __init__(self) -> None:
-        self.year = 2000
+    ``guessed``: ``year`` is a guess (a chunk of a stream, chunks.py) until the first full date;
+    ``needs_year`` tells whether a yearless timestamp was read with the guess."""
+
+    def __init__(self, year: int = 2000, guessed: bool = False) -> None:
+        self.year = year
+        self.year_guessed = guessed
+        self.needs_year = False
         self.end = 0  # length of the timestamp prefix of the last line parsed (0 when none)
         self._cache_key: tuple = ()  # the whole date and time to the second: a prefix before it cannot alias
         self._cache_val = 0.0
@@ -375,9 +380,12 @@ class TimestampParser:
         g = m.groupdict()
         if g["y"]:
             self.year = int(g["y"])
+            self.year_guessed = False
             return self._epoch(
                 (self.year, g["mo"], g["d"], g["h"], g["mi"], g["s"]), self.year, g["mo"], g["d"], g["h"], g["mi"], g["s"], g["f"]
             )
+        if self.year_guessed:
+            self.needs_year = True
         if g["gmo"]:
             key = (self.year, g["gmo"], g["gd"], g["gh"], g["gmi"], g["gs"])
             return self._epoch(key, self.year, g["gmo"], g["gd"], g["gh"], g["gmi"], g["gs"], g["gf"])

@@ -21,7 +21,7 @@ from .lines import (
     iter_text_lines,
     split_prefix,
 )
-from .model import KeyNodeStats, NodeStats, Occurrence, Partial, StreamSpec
+from .model import UNKNOWN_ITERATION, UNKNOWN_STAGE, KeyNodeStats, NodeStats, Occurrence, Partial, StreamSpec
 from .rules import TIMED_OUT, RuleSet, timeout_warnings
 from .sources import STDIN, iter_archive, open_stream, strip_suffixes, wrap_decompressor
 
@@ -63,10 +63,13 @@ class _NodeFold:
 
     __slots__ = ("node", "ctx", "ts", "seq", "stats", "timed_seq")
 
-    def __init__(self, node: str, file: str) -> None:
+    def __init__(self, node: str, file: str, chunk_year: int | None = None) -> None:
         self.node = node
         self.ctx = Context()
         self.ts = TimestampParser()
+        if chunk_year is not None:  # a chunk after a stream's first: what came before is not known yet
+            self.ctx.iteration, self.ctx.stage = UNKNOWN_ITERATION, UNKNOWN_STAGE
+            self.ts = TimestampParser(chunk_year, guessed=True)
         self.seq = 0
         self.timed_seq = -(10**9)
         self.stats = NodeStats(node=node, streams={file})

@@ -123,6 +123,43 @@ class MetricPoint:
     text: str = ""
 
 
+class _UnknownIteration:
+    """The iteration a chunk of a stream starts at while the chunks before it are being folded
+    (chunks.py replaces it): no iteration compares greater or smaller, so no step is measured from it."""
+
+    _the = None
+
+    def __new__(cls):
+        if cls._the is None:
+            cls._the = super().__new__(cls)
+        return cls._the
+
+    def __reduce__(self):
+        return (_UnknownIteration, ())
+
+    def __repr__(self) -> str:
+        return "UNKNOWN_ITERATION"
+
+    def __lt__(self, other) -> bool:
+        return False
+
+    __gt__ = __le__ = __ge__ = __lt__
+
+
+UNKNOWN_ITERATION = _UnknownIteration()
+UNKNOWN_STAGE = "(chunk start)"  # the stage a chunk starts in, likewise
+
+
+@dataclass
+class NodeEnd:
+    """Where a node's fold of a stream (or of a chunk of one) ended, beyond its NodeStats."""
+
+    timed_seq: int  # seq of its last timed line (<= 0: none)
+    year: int  # the timestamp parser's year
+    year_known: bool  # False: a chunk saw no full date, ``year`` is still its guess
+    needs_year: bool  # a chunk read a yearless timestamp with its guessed year
+
+
 class StageChange(NamedTuple):
     """A stream entered ``stage`` at line ``seq`` of ``file`` (``time`` None when the line had no timestamp)."""
 
@@ -190,6 +227,27 @@ class NodeStats:
         self.metrics.sort(key=metric_order)
         if other.log_interval and (not self.log_interval or other.log_interval < self.log_interval):
             self.log_interval = other.log_interval
+
+
+def append_stats(first: NodeStats, then: NodeStats) -> None:
+    """Extend ``first`` with ``then``, the same node's next lines of the same stream (not another
+    stream: see ``NodeStats.merge``): lists keep stream order, the last values are ``then``'s."""
+    first.lines += then.lines
+    for name, count in then.stream_lines.items():
+        first.stream_lines[name] = first.stream_lines.get(name, 0) + count
+    first.streams |= then.streams
+    if first.first_time is None:
+        first.first_time = then.first_time
+    first.last_time = _max_opt(first.last_time, then.last_time)
+    first.last_stage = then.last_stage
+    if then.iteration_times:
+        first.last_iteration, first.last_iteration_time = then.last_iteration, then.last_iteration_time
+    first.iteration_times.extend(then.iteration_times)
+    first.stage_changes.extend(then.stage_changes)
+    first.metrics.extend(then.metrics)
+    first.has_stage_markers = first.has_stage_markers or then.has_stage_markers
+    if then.log_interval and (not first.log_interval or then.log_interval < first.log_interval):
+        first.log_interval = then.log_interval
 
 
 def metric_order(m: MetricPoint) -> tuple:

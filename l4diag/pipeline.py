@@ -7,26 +7,9 @@ N - 1 worker processes, each handed a few streams at a time, and this process ma
 Partials merge in any order: ``KeyNodeStats`` keeps first/last by (file, seq), node stats take
 min/max/sorted unions, so the report does not depend on ``--jobs`` (tests/test_pipeline.py).
 
-Not done yet: splitting one huge stream into chunks for the pool (a single huge stream is mapped
-by one worker). The plan: cut plain files at line ends, give each chunk its first line number
-(count ``\n``/``\r`` line ends as ``lines.iter_text_lines`` does) and the node's state at its start;
-``seq`` becomes line-number based so chunk Partials order and merge correctly. What makes an
-exact result (the reference is one sequential ``SlowFolder``) harder than it looks:
-
-* state carried from the chunk before: the timestamp parser's year, the iteration and stage (the
-  last marker line decides both), ``log_interval`` (the first iteration of a chunk is compared with
-  the last one before it), and the running *maximum* time that untimed lines within
-  ``CARRY_TIME_LINES`` of a timed one take -- a max over every earlier line, not the last time;
-* block boundaries: NUL runs, ``\r\n`` pairs and over-long lines are handled per read block, so a
-  chunk must start where the sequential reader's state is known (fall back to one worker for any
-  stream that is not plain UTF-8 throughout, or whose lines are not all parsed);
-* merging: ``NodeStats.merge`` sorts and takes min/max (right for different streams, wrong for
-  pieces of one stream: ``first_time`` is the first time in stream order, ``last_stage`` and
-  ``last_iteration`` the last ones, metrics and iteration times stay in stream order), so chunks of
-  one stream need an ordered concatenation instead;
-* combined files (``Demuxer``) also carry the node of the last prefixed line.
-A first pass per chunk (in parallel) can compute those summaries (times, markers near the chunk
-end, line counts); the second pass folds each chunk with its exact starting state.
+With more than one process, a large plain file is also cut into chunks at line starts, each a
+unit of work like a stream (``chunks.py``): their Partials join into exactly the Partial of one
+sequential fold, so one huge combined log uses every core too.
 """
 
 from __future__ import annotations
@@ -40,6 +23,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from . import baseline as baseline_mod
+from .chunks import CHUNK_BYTES, ChunkSpec, join_chunks, map_chunk, plan_chunks
 from .diagnosis import DiagnoseOptions, diagnose
 from .lines import collapse_warnings, no_usable_input_message
 from .mask import MapOptions, map_stream
@@ -61,6 +45,7 @@ class RunOptions:
     baseline: str | None = None
     top: int = 20
     progress: object = None  # callable(done, total) or None
+    chunk_bytes: int = CHUNK_BYTES  # with more than one process, a plain file of 2x this is cut in chunks
 
 
 def default_jobs() -> int:
@@ -75,12 +60,19 @@ _WORKER_FILES: tuple = ()
 
 
 def _worker_map(args: tuple) -> list:
-    """Map a few streams in a worker and hand back their Partials (see ``_map_shared``)."""
+    """Map a few streams or chunks in a worker and hand back their results (see ``_map_shared``)."""
     global _WORKER_RULES, _WORKER_FILES
-    specs, rule_files, map_options = args
+    units, rule_files, map_options = args
     if _WORKER_RULES is None or _WORKER_FILES != tuple(rule_files):
         _WORKER_RULES, _WORKER_FILES = load_rules(rule_files), tuple(rule_files)
-    return [map_stream(spec, _WORKER_RULES, map_options) for spec in specs]
+    return [map_unit(unit, _WORKER_RULES, map_options) for unit in units]
+
+
+def map_unit(unit, rules: RuleSet, map_options: MapOptions):
+    """The map of one unit of work: a stream's Partial, or a chunk's ChunkResult."""
+    if isinstance(unit, ChunkSpec):
+        return map_chunk(unit, rules, map_options)
+    return map_stream(unit, rules, map_options)
 
 
 def map_all(paths: list, options: RunOptions, rules: RuleSet) -> Partial:
@@ -94,16 +86,18 @@ def map_all(paths: list, options: RunOptions, rules: RuleSet) -> Partial:
     map_options = MapOptions(max_line_bytes=options.max_line_bytes, node_regex=options.node_regex)
     specs = found.streams
     jobs = options.jobs or default_jobs()
-    pooled = [s for s in specs if s.path != "-"]
-    parts: list = [None] * len(specs)
-    progress = _Progress(options, len(specs))
+    units = _units(specs, jobs, options)
+    pooled = [u for u in units if _path_of(u) != "-"]
+    results: list = [None] * len(units)
+    progress = _Progress(options, len(units))
     with _fewer_collections():
         if jobs > 1 and len(pooled) > 1:
-            _map_shared(specs, min(jobs, len(pooled)), options, rules, map_options, parts, progress)
+            _map_shared(units, min(jobs, len(pooled)), options, rules, map_options, results, progress)
         else:
-            for i, spec in enumerate(specs):
-                parts[i] = map_stream(spec, rules, map_options)
+            for i, unit in enumerate(units):
+                results[i] = map_unit(unit, rules, map_options)
                 progress.one_done()
+        parts = _stream_partials(units, results, rules, map_options)
     for part in parts:  # in stream order, as one process would (merging does not depend on it)
         merged.merge(part)
     merged.accounting.warnings = collapse_warnings(merged.accounting.warnings)
@@ -128,6 +122,37 @@ def _fewer_collections():
         gc.set_threshold(*before)
 
 
+def _units(specs: list, jobs: int, options: RunOptions) -> list:
+    """The units of work: streams, and with more than one process the chunks of large plain files."""
+    if jobs <= 1:
+        return list(specs)
+    units = []
+    for spec in specs:
+        units.extend(plan_chunks(spec, options.chunk_bytes, options.max_line_bytes) or [spec])
+    return units
+
+
+def _stream_partials(units: list, results: list, rules: RuleSet, map_options: MapOptions) -> list:
+    """Per stream, in order: its Partial, the chunks of one joined (or, where they cannot be
+    joined exactly, the stream folded again as a whole: see chunks.py)."""
+    parts, pending = [], []
+    for i, unit in enumerate(units):
+        if not isinstance(unit, ChunkSpec):
+            parts.append(results[i])
+            continue
+        pending.append(results[i])
+        if i + 1 == len(units) or not isinstance(units[i + 1], ChunkSpec) or units[i + 1].index == 0:
+            spec = unit.spec
+            joined = join_chunks(pending, spec.display, map_options.max_line_bytes)
+            parts.append(joined if joined is not None else map_stream(spec, rules, map_options))
+            pending = []
+    return parts
+
+
+def _path_of(unit) -> str:
+    return unit.spec.path if isinstance(unit, ChunkSpec) else unit.path
+
+
 class _Progress:
     """Calls ``options.progress(done, total)`` after each stream."""
 
@@ -140,9 +165,10 @@ class _Progress:
             self.callback(self.done, self.total)
 
 
-def _map_shared(specs: list, jobs: int, options: RunOptions, rules: RuleSet, map_options: MapOptions, parts: list,
+def _map_shared(units: list, jobs: int, options: RunOptions, rules: RuleSet, map_options: MapOptions, results: list,
                 progress: _Progress) -> None:
-    """Map ``specs`` into ``parts`` (same order) with ``jobs - 1`` worker processes and this one.
+    """Map ``units`` (streams and chunks) into ``results`` (same order) with ``jobs - 1`` worker
+    processes and this one.
 
     This process maps too instead of waiting: one process fewer (each holds ~150 MB of interpreter,
     libraries and caches) and half the Partials need no pickling. Largest streams first; stdin is
@@ -155,10 +181,10 @@ def _map_shared(specs: list, jobs: int, options: RunOptions, rules: RuleSet, map
     together). What is left between tasks is mostly pickling the Partials (2-5 ms a stream).
     """
     _prepare_workers(rules, options.rule_files)
-    sizes = {i: _stream_size(s) for i, s in enumerate(specs) if s.path != "-"}
+    sizes = {i: _unit_size(u) for i, u in enumerate(units) if _path_of(u) != "-"}
     order = sorted(sizes, key=lambda i: -sizes[i])
     pending = deque(order)
-    here_only = [i for i, s in enumerate(specs) if s.path == "-"]
+    here_only = [i for i, u in enumerate(units) if _path_of(u) == "-"]
     running: dict = {}
     with ProcessPoolExecutor(max_workers=jobs - 1) as pool:
 
@@ -166,23 +192,23 @@ def _map_shared(specs: list, jobs: int, options: RunOptions, rules: RuleSet, map
             finished, _ = wait(running, return_when=FIRST_COMPLETED) if block else (
                 [f for f in running if f.done()], None)
             for fut in finished:
-                for i, part in zip(running.pop(fut), fut.result()):
-                    parts[i] = part
+                for i, result in zip(running.pop(fut), fut.result()):
+                    results[i] = result
                     progress.one_done()
 
         def feed() -> None:
             while pending and len(running) < 2 * (jobs - 1):  # two queued per worker: none waits for work
                 task = _next_task(pending, sizes, jobs)
-                args = ([specs[i] for i in task], options.rule_files, map_options)
+                args = ([units[i] for i in task], options.rule_files, map_options)
                 running[pool.submit(_worker_map, args)] = task
 
         feed()
         for i in here_only:
-            parts[i] = map_stream(specs[i], rules, map_options)
+            results[i] = map_unit(units[i], rules, map_options)
             progress.one_done()
         while pending:
             i = pending.pop()  # this process takes from the small end; the workers from the large one
-            parts[i] = map_stream(specs[i], rules, map_options)
+            results[i] = map_unit(units[i], rules, map_options)
             progress.one_done()
             collect(block=False)
             feed()
@@ -213,10 +239,12 @@ def _prepare_workers(rules: RuleSet, rule_files: list) -> None:
     fastmap.Folder(rules, MapOptions())  # compiles the rules' map patterns once per process
 
 
-def _stream_size(spec) -> int:
-    """Bytes of the file behind a stream (0 when unknown): the work it is likely to take."""
+def _unit_size(unit) -> int:
+    """Bytes of a chunk, or of the file behind a stream (0 when unknown): the work it is likely to take."""
+    if isinstance(unit, ChunkSpec):
+        return unit.size
     try:
-        return os.stat(spec.path).st_size
+        return os.stat(unit.path).st_size
     except OSError:
         return 0
 

@@ -1,0 +1,350 @@
+"""Fold one large plain file as chunks in parallel, and join their Partials into exactly the
+Partial of one sequential fold (``mask.SlowFolder``, ``fastmap.Folder``).
+
+A chunk starts at a line start (``plan_chunks``). The first chunk folds as usual. Every later one
+folds without knowing what came before it (``Folder.fold_range`` with ``chunk_start``): each node
+starts at ``UNKNOWN_ITERATION``, ``UNKNOWN_STAGE``, ``lines.UNKNOWN_YEAR``, no time to carry, seq 0
+and line 0. ``join_chunks`` then walks the chunks in order, knows where each node was at each
+chunk's start, and puts it in (``_settle``):
+
+* iteration and stage: replaced where the unknown ones were recorded (occurrences, per-stage
+  counts, metric points, stage changes); the chunk's first stage change is dropped when the node
+  was in that stage already; the step from the last iteration before the chunk to its first one
+  joins ``log_interval``;
+* times: an untimed line within ``CARRY_TIME_LINES`` of the last timed line before the chunk takes
+  that node's latest time, as in one fold;
+* seq and line numbers: shifted by the node's lines and the stream's lines before the chunk.
+
+Two things are not put in afterwards; a stream where either matters is folded again as a whole
+(rare: ``join_chunks`` returns None): a yearless timestamp (glog, syslog) before the chunk's first
+full date, and a node whose first time in the chunk is earlier than its latest time before (then
+the times it carries within the chunk could have been larger).
+
+Only plain files on disk are cut (not stdin, compressed files or archive members), in plain
+UTF-8, and only at a line break followed by a printable ASCII byte; in a combined file, only before
+a prefixed line (so the chunk's first line names its node).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass, replace
+
+from .lines import (
+    LineStats,
+    TimestampParser,
+    account_stream,
+    detect_prefix_kind,
+    iter_text_lines,
+    split_prefix,
+)
+from .mask import CARRY_TIME_LINES, SNIFF_LINES, MapOptions, stream_name
+from .model import UNKNOWN_ITERATION, UNKNOWN_STAGE, NodeEnd, Partial, StreamSpec, append_stats
+from .rules import TIMED_OUT, RuleSet, timeout_warnings
+from .sources import STDIN
+
+CHUNK_BYTES = 32 << 20  # a stream is cut when it holds at least two of these
+MAX_CHUNKS = 256
+CUT_SEARCH_BYTES = 1 << 20  # how far past a cut point to look for a line to start a chunk at
+CUT_READ = 1 << 16
+YEAR_SEARCH_BYTES = 16 << 20  # how far before a cut to look for a full date
+DEFAULT_YEAR = TimestampParser().year  # of a stream's yearless timestamps before its first full date
+
+
+@dataclass
+class ChunkSpec:
+    """Bytes ``start:end`` of a plain file, to fold as lines of ``node`` or as a combined file
+    with prefixes of ``kind``."""
+
+    spec: StreamSpec
+    node: str | None
+    kind: str | None
+    start: int
+    end: int
+    index: int  # 0 for the stream's first chunk
+    year: int | None = None  # a later chunk's guess of the year its yearless timestamps are in
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
+
+
+@dataclass
+class ChunkResult:
+    partial: Partial
+    stats: LineStats  # the chunk's reading counts, accounted once for the whole stream
+    ends: dict  # node -> NodeEnd
+    year: int | None  # the chunk's guessed year
+
+
+def plan_chunks(spec: StreamSpec, chunk_bytes: int = CHUNK_BYTES, max_line_bytes: int = 1 << 20) -> list | None:
+    """The chunks to fold ``spec`` as, or None to fold it whole (too small, not a plain file on
+    disk, not plain UTF-8, or no place to cut)."""
+    if spec.path == STDIN or spec.archive or spec.compression or spec.member:
+        return None
+    try:
+        size = os.path.getsize(spec.path)
+        if size < 2 * chunk_bytes:
+            return None
+        with open(spec.path, "rb") as fh:
+            return _cut(fh, spec, size, chunk_bytes, max_line_bytes)
+    except OSError:
+        return None  # the whole-stream fold reports it
+
+
+def _cut(fh, spec: StreamSpec, size: int, chunk_bytes: int, max_line_bytes: int) -> list | None:
+    head = _head(fh, max_line_bytes)
+    if head is None:
+        return None
+    kind = detect_prefix_kind(head) if spec.node is None else None
+    node = None if kind is not None else (spec.node or stream_name(spec.display))
+    pieces = min(MAX_CHUNKS, size // chunk_bytes)
+    starts = [0]
+    for i in range(1, pieces):
+        cut = _line_start_after(fh, max(i * size // pieces, starts[-1] + 1), kind)
+        if cut is not None and cut < size:
+            starts.append(cut)
+    if len(starts) < 2:
+        return None
+    years = [None] + [_year_before(fh, cut, kind) for cut in starts[1:]]
+    ends = starts[1:] + [size]
+    return [ChunkSpec(spec, node, kind, a, b, i, y) for i, (a, b, y) in enumerate(zip(starts, ends, years))]
+
+
+def _head(fh, max_line_bytes: int) -> list | None:
+    """The first lines of a file, as the fold sniffs them; None unless it reads as plain UTF-8."""
+    stats = LineStats()
+    lines = []
+    for _, text in iter_text_lines(fh, stats, max_line_bytes):
+        lines.append(text)
+        if len(lines) >= SNIFF_LINES:
+            break
+    fh.seek(0)
+    return lines if stats.encoding == "utf-8" else None
+
+
+def _line_start_after(fh, at: int, kind: str | None) -> int | None:
+    """The first offset from ``at`` on where a chunk may start: just after a ``\\n``, before a
+    printable ASCII byte (no NUL run, ``\\r`` or BOM straddles the cut) -- and before a prefixed
+    line in a combined file. None when there is none within CUT_SEARCH_BYTES."""
+    fh.seek(at - 1)
+    window = fh.read(CUT_SEARCH_BYTES + CUT_READ)
+    pos = 0
+    while True:
+        nl = window.find(b"\n", pos)
+        if nl < 0 or nl >= CUT_SEARCH_BYTES:
+            return None
+        pos = nl + 1
+        nxt = window[pos:pos + 1]
+        if not nxt or not 0x20 <= nxt[0] < 0x7F:
+            continue
+        if kind is not None:
+            line = window[pos:window.find(b"\n", pos)].decode("utf-8", "replace")
+            if split_prefix(line, kind)[1] is None:
+                continue
+        return at - 1 + pos
+
+
+def _year_before(fh, cut: int, kind: str | None) -> int:
+    """The year of the last full date before ``cut``: what a chunk starting there takes its
+    yearless timestamps to be in (checked when the chunks join). Looked for in the 64 KB before
+    the cut, then in windows twice as large, up to YEAR_SEARCH_BYTES; 2000, the parser's
+    default, when there is none."""
+    size, end = 1 << 16, cut
+    parser = TimestampParser()
+    while end > 0 and cut - end < YEAR_SEARCH_BYTES:
+        start = max(0, end - size)
+        fh.seek(start)
+        lines = fh.read(end - start).decode("utf-8", "replace").split("\n")
+        for text in reversed(lines[1:] if start > 0 else lines):  # a window's first line may be cut
+            if kind is not None:
+                text = split_prefix(text, kind)[2]
+            parser.year_guessed = True
+            if parser.parse(text) is not None and not parser.year_guessed:
+                return parser.year
+        end = start + len(lines[0].encode("utf-8", "replace")) if start > 0 else 0
+        size *= 2
+    return DEFAULT_YEAR
+
+
+def map_chunk(chunk: ChunkSpec, rules: RuleSet, options: MapOptions) -> ChunkResult:
+    """Fold one chunk (in a worker process)."""
+    from .fastmap import Folder
+
+    before = Counter(TIMED_OUT)
+    folder = Folder(rules, options)
+    stats = folder.fold_range(chunk.spec.path, chunk.spec.display, chunk.node, chunk.kind, chunk.start, chunk.end,
+                              chunk.year)
+    folder.partial.accounting.warnings.extend(timeout_warnings(TIMED_OUT - before))
+    return ChunkResult(folder.partial, stats, folder.node_ends, chunk.year)
+
+
+@dataclass
+class _Before:
+    """Where a node was when a chunk started: its stats so far and its last NodeEnd."""
+
+    stats: object  # NodeStats
+    end: NodeEnd
+
+
+def join_chunks(results: list, display: str, max_line_bytes: int) -> Partial | None:
+    """The Partial of the whole stream from its chunks' results, in order; None when the stream
+    must be folded whole (see the module docstring)."""
+    out = Partial()
+    nodes: dict = {}  # node -> _Before
+    stats = LineStats()
+    lines_before = 0
+    for k, result in enumerate(results):
+        part = result.partial
+        if k > 0 and not _settle(part, result.ends, nodes, lines_before, result.year):
+            return None
+        for node, ns in part.nodes.items():
+            end = result.ends[node]
+            before = nodes.get(node)
+            if before is None:  # the node's first lines: its year is the parser's default unless it saw one
+                nodes[node] = _Before(ns, NodeEnd(end.timed_seq, end.year if end.year_known else DEFAULT_YEAR, True, False))
+                out.nodes[node] = ns
+                continue
+            timed = before.stats.lines + end.timed_seq if end.timed_seq > 0 else before.end.timed_seq
+            year = end.year if end.year_known else before.end.year
+            append_stats(before.stats, ns)
+            before.end = NodeEnd(timed, year, True, False)
+        out.keys, out.accounting = _merged_keys(out.keys, part.keys), _merged_accounting(out, part)
+        _add_stats(stats, result.stats)
+        lines_before += result.stats.read
+    out.accounting.streams += 1
+    account_stream(out.accounting, stats, display, max_line_bytes)
+    return out
+
+
+def _merged_keys(mine: dict, other: dict) -> dict:
+    for key, per_node in other.items():
+        have = mine.setdefault(key, {})
+        for node, ks in per_node.items():
+            if node in have:
+                have[node].merge(ks)
+            else:
+                have[node] = ks
+    return mine
+
+
+def _merged_accounting(out: Partial, part: Partial):
+    out.accounting.merge(part.accounting)
+    return out.accounting
+
+
+def _add_stats(total: LineStats, more: LineStats) -> None:
+    total.read += more.read
+    total.parsed += more.parsed
+    total.bytes += more.bytes
+    total.skipped.update(more.skipped)
+    total.invalid_utf8_lines += more.invalid_utf8_lines
+    total.truncated_lines += more.truncated_lines
+    total.nul_bytes += more.nul_bytes
+    total.encoding = total.encoding or more.encoding
+    total.incomplete = more.incomplete or total.incomplete
+    total.warnings.extend(more.warnings)
+
+
+def _settle(part: Partial, ends: dict, nodes: dict, lines_before: int, year: int | None) -> bool:
+    """Put into a later chunk's Partial what it could not know: where each node was at its start
+    (``nodes``) and how many lines of the stream came before. False when that cannot be done."""
+    fixes = {}
+    for node, ns in part.nodes.items():
+        before = nodes.get(node)
+        start = _start_of(before)
+        if ends[node].needs_year and year != (before.end.year if before else DEFAULT_YEAR):
+            return False
+        if start.last_time is not None and ns.first_time is not None and ns.first_time < start.last_time:
+            return False
+        fixes[node] = start
+        _settle_node(ns, start)
+    for per_node in part.keys.values():
+        for node, ks in per_node.items():
+            start = fixes[node]
+            if UNKNOWN_STAGE in ks.stages:
+                ks.stages = _renamed_stage(ks.stages, start.stage)
+            first = _settle_occurrence(ks.first, start, lines_before)
+            ks.last = first if ks.last is ks.first else _settle_occurrence(ks.last, start, lines_before)
+            ks.first = first
+    for node, ns in part.nodes.items():
+        start = fixes[node]
+        ns.metrics = [_settle_point(m, start, lines_before) for m in ns.metrics]
+        ns.iteration_times = [_shift_mark(m, start) for m in ns.iteration_times]
+        if ns.iteration_times:  # its time may have been carried in from before the chunk
+            ns.last_iteration_time = ns.iteration_times[-1].time
+    return True
+
+
+@dataclass
+class _Start:
+    """A node's state at a chunk's start."""
+
+    iteration: object = None
+    stage: str = "init"
+    last_time: float | None = None
+    seq: int = 0  # lines of the node before the chunk
+    gap: int = 10**9  # lines since its last timed one
+    log_interval: int | None = None
+
+
+def _start_of(before: _Before | None) -> _Start:
+    if before is None:
+        return _Start()
+    ns, end = before.stats, before.end
+    return _Start(ns.last_iteration, ns.last_stage, ns.last_time, ns.lines,
+                  ns.lines - end.timed_seq if end.timed_seq > 0 else 10**9, ns.log_interval)
+
+
+def _carries(seq: int, start: _Start) -> bool:
+    """Whether an untimed line at ``seq`` of the chunk takes the time from before it."""
+    return start.last_time is not None and seq + start.gap <= CARRY_TIME_LINES
+
+
+def _settle_node(ns, start: _Start) -> None:
+    """The node's stats of the chunk, settled (its lists: stage changes; see ``_settle`` for the rest)."""
+    changes = list(ns.stage_changes)
+    if changes and changes[0].stage == start.stage:
+        changes.pop(0)  # one fold would have been in that stage already
+    ns.stage_changes = [
+        c._replace(seq=c.seq + start.seq, iteration=start.iteration if c.iteration is UNKNOWN_ITERATION else c.iteration)
+        for c in changes
+    ]
+    if ns.last_stage == UNKNOWN_STAGE:
+        ns.last_stage = start.stage
+    if ns.iteration_times and start.iteration is not None:
+        step = ns.iteration_times[0].iteration - start.iteration
+        if step > 0 and (ns.log_interval is None or step < ns.log_interval):
+            ns.log_interval = step
+
+
+def _renamed_stage(stages: Counter, stage: str) -> Counter:
+    """``stages`` with the unknown stage called ``stage``, in its place (first seen, first listed)."""
+    out = Counter()
+    for name, count in stages.items():
+        out[stage if name == UNKNOWN_STAGE else name] += count
+    return out
+
+
+def _settle_occurrence(occ, start: _Start, lines_before: int):
+    time, exact = occ.time, occ.time_exact
+    if time is None and _carries(occ.seq, start):
+        time, exact = start.last_time, False
+    return replace(occ, line=occ.line + lines_before, seq=occ.seq + start.seq, time=time, time_exact=exact,
+                   iteration=start.iteration if occ.iteration is UNKNOWN_ITERATION else occ.iteration,
+                   stage=start.stage if occ.stage == UNKNOWN_STAGE else occ.stage)
+
+
+def _settle_point(m, start: _Start, lines_before: int):
+    time = start.last_time if m.time is None and _carries(m.seq, start) else m.time
+    return replace(m, line=m.line + lines_before, seq=m.seq + start.seq, time=time,
+                   iteration=start.iteration if m.iteration is UNKNOWN_ITERATION else m.iteration)
+
+
+def _shift_mark(m, start: _Start):
+    time = start.last_time if m.time is None and _carries(m.seq, start) else m.time
+    return m._replace(seq=m.seq + start.seq, time=time)
+
+
+__all__ = ["CHUNK_BYTES", "ChunkResult", "ChunkSpec", "join_chunks", "map_chunk", "plan_chunks"]
