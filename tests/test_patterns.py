@@ -255,7 +255,8 @@ def test_combined_marker_prefilter_is_fast_on_adversarial_blocks():
     block = "\n".join(["\t" * 50_000 + "Exception", " " * 50_000 + "x", "1." * 50_000, "[rank0]:" * 10_000, "%|" * 20_000])
     start = time.perf_counter()
     list(pattern.finditer(block))
-    assert time.perf_counter() - start < 1.0
+    # linear takes ~0.1 s, catastrophic backtracking minutes: a loose bound that a busy machine keeps
+    assert time.perf_counter() - start < 5.0
 
 
 def test_rules_that_anchor_at_the_message_start_match_after_a_timestamp_and_rank_tag():
