@@ -51,6 +51,7 @@ from .lines import (
     iter_line_chunks,
     detect_prefix_kind,
     line_body,
+    split_prefix,
 )
 from .context import Markers, digit_blind
 from . import native
@@ -317,7 +318,10 @@ class Folder(SlowFolder):
     def _fold_demux_blocks(self, items, display: str, kind: str) -> None:
         folds: dict = {}
         demux = Demuxer(kind, display)
+        prefixes: dict = {}
         for item in items:
+            if item[0] == "clean" and item[1] is None and self._fold_demux_scanned(item, folds, demux, prefixes, display):
+                continue
             pairs = zip(range(item[2], item[2] + item[4]), _clean_texts(item)) if item[0] == "clean" else item[1]
             per_node: dict = {}
             for lineno, text in pairs:
@@ -328,12 +332,63 @@ class Folder(SlowFolder):
                 entry[0].append(rest)
                 entry[1].append(lineno)
             for node, (texts, linenos) in per_node.items():
-                state = folds.get(node)
-                if state is None:
-                    state = folds[node] = (_NodeFold(node, display, self.chunk_year), {})
-                self._fold_batch(state[0], state[1], display, _Batch(texts, self._skeletons(texts, node), linenos, None))
-        for fold, local in folds.values():
+                fold, local, _ = self._demux_state(folds, node, display)
+                self._fold_batch(fold, local, display, _Batch(texts, self._skeletons(texts, node), linenos, None))
+        for fold, local, _ in folds.values():
             self._finish_local(fold, local, display)
+
+    def _demux_state(self, folds: dict, node: str, display: str) -> tuple:
+        """``(fold, local keys, scanned-stream state)`` of one node of a combined stream."""
+        state = folds.get(node)
+        if state is None:
+            state = folds[node] = (_NodeFold(node, display, self.chunk_year), {}, _ScannedStream(
+                node if len(node) >= 3 else None, self.shared["marker_clauses"]))
+        return state
+
+    def _fold_demux_scanned(self, item: tuple, folds: dict, demux: Demuxer, prefixes: dict, display: str) -> bool:
+        """Fold a plain ASCII block of a combined stream: its lines split by node, each node's
+        part through the native scanner as a block of its own. False (nothing folded) when a
+        node's part is not a plain block (a blank line once its prefix is cut, say).
+
+        A line's prefix is decided by ``Demuxer.split`` on the line up to its first ": " and one
+        character more (the whole line if it has none), cached in ``prefixes``: every prefix the
+        pattern knows ends at that ": " or before it, and whether and where it matches, and
+        whether one space after it is cut, depends on nothing further."""
+        _, _, first_lineno, raw, count = item
+        lines = raw.split(b"\n")
+        lines.pop()  # the block ends with a line end
+        per_node: dict = {}
+        last, kind = demux.last, demux.kind
+        for i, line in enumerate(lines):
+            j = line.find(b": ")
+            key = line[: j + 3] if j >= 0 else line
+            known = prefixes.get(key)
+            if known is None:
+                if len(prefixes) >= MAX_SKELETON_CACHE:
+                    prefixes.clear()
+                _, node, rest = split_prefix(key.decode("ascii"), kind)
+                known = prefixes[key] = (node, len(key) - len(rest))
+            node, cut = known
+            if node is None:
+                node = last or demux.fallback
+            else:
+                line = line[cut:]
+            last = node
+            entry = per_node.get(node)
+            if entry is None:
+                entry = per_node[node] = ([], [])
+            entry[0].append(line)
+            entry[1].append(first_lineno + i)
+        blocks = {node: b"\n".join(parts) + b"\n" for node, (parts, _) in per_node.items()}
+        if any(self.native.count_clean_lines(b, self.options.max_line_bytes) < 0 for b in blocks.values()):
+            return False
+        demux.last = last
+        for node, (parts, linenos) in per_node.items():
+            fold, local, scanned = self._demux_state(folds, node, display)
+            nb = node.encode("utf-8") if len(node) >= 3 else None
+            batch = self._scanned_batch(("clean", None, 0, blocks[node], len(parts)), nb, fold, scanned, linenos)
+            self._fold_batch(fold, local, display, batch)
+        return True
 
     def _skeletons(self, texts: list, node: str) -> list:
         out = []
@@ -454,9 +509,11 @@ class Folder(SlowFolder):
             key_cache.update(zip(missing, self.bulk_masker.keys(missing)))
         yield from _stage_run_keys(skels, distinct, key_cache, runs, batch.coded)
 
-    def _scanned_batch(self, item: tuple, nb: bytes | None, fold: _NodeFold, scanned: _ScannedStream) -> _Batch:
+    def _scanned_batch(self, item: tuple, nb: bytes | None, fold: _NodeFold, scanned: _ScannedStream,
+                       linenos: list | None = None) -> _Batch:
         """A plain ASCII block through the native scanner: the batch the numpy path would fold, with
-        its times, marker candidates and key ids already worked out."""
+        its times, marker candidates and key ids already worked out (``linenos``: the lines'
+        numbers, when they do not follow each other from the item's first)."""
         _, _, first_lineno, raw, count = item
         shared = self.shared
         table, keys = shared["native_table"], shared["native_keys"]
@@ -478,7 +535,7 @@ class Folder(SlowFolder):
         iso = (flags & self.native.FLAG_ISO) != 0
         y = np.frombuffer(years, dtype=np.int32) if iso.any() else None
         out = np.frombuffer(times, dtype=np.float64).copy()
-        batch = _Batch(texts, None, range(first_lineno, first_lineno + count), raw)
+        batch = _Batch(texts, None, linenos if linenos is not None else range(first_lineno, first_lineno + count), raw)
         batch.times = BulkTimes.resolve(out, iso, (flags & self.native.FLAG_HARD) != 0, y, texts, fold.ts)
         batch.cands = self._scanned_candidates(ids, flags, texts, scanned)
         batch.line_key = keys.of_skeleton[ids]

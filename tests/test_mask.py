@@ -326,3 +326,19 @@ def test_the_same_xid_on_two_gpus_is_one_key():
              "NVRM: Xid (PCI:0000:ed:00): 79, pid=2, GPU has fallen off the bus."]
     keys = {masker.key(line, None) for line in lines}
     assert keys == {"NVRM: Xid (PCI:<PCI>): <NUM>, pid=<NUM>, GPU has fallen off the bus."}
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("prefix", ["{n}: ", "[rank{n}]:", "[default{n}]: ", "  {n}: ", "gpu-node-{n}: "])
+def test_combined_lines_with_odd_spacing_fold_as_the_reference(tmp_path, monkeypatch, path, prefix):
+    # the fast path decides a line's prefix from its text up to the first ": " and one more
+    # character: a message that starts with spaces (one is cut after a rank prefix), or with ": "
+    use_path(monkeypatch, path)
+    rng = random.Random(prefix)
+    bodies = ["  warnings.warn(  # warn only once", " x", "x: y", ":", ": : ", "2024-05-01 10:00:00,000 iteration 5/ 10 |",
+              "no colon at all", "   NCCL INFO comm 0x7f3a rank 3", "[rank9]: nested", "3: 4: 5"]
+    lines = [prefix.format(n=rng.randint(0, 3)) + rng.choice(bodies) for _ in range(3000)]
+    lines[::7] = ["continuation line without a prefix"] * len(lines[::7])
+    (tmp_path / "job.log").write_text("\n".join(lines) + "\n")
+    slow, fast = fold_both(tmp_path)
+    assert fast == slow
