@@ -32,6 +32,10 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+#if defined(__SSE2__) && defined(__x86_64__)
+#include <emmintrin.h>
+#define USE_SSE2 1
+#endif
 
 #define FLAG_ISO 1
 #define FLAG_HARD 2
@@ -41,83 +45,103 @@
 /* ------------------------------------------------------------------------------------------ */
 /* skeleton table: open addressing on a 64-bit hash, verified against the stored text */
 
+/* hash and id side by side: a probe touches one cache line, not one in each of two arrays */
+typedef struct {
+    uint64_t hash;
+    int32_t id; /* -1: empty */
+} Slot;
+
 typedef struct {
     PyObject_HEAD
-    uint64_t *hashes;
-    int32_t *slots; /* -1: empty, else an id */
+    Slot *slots;
     Py_ssize_t cap;  /* power of two */
     PyObject *skeletons; /* list of str, by id */
 } Table;
 
-static uint64_t hash_bytes(const unsigned char *p, Py_ssize_t n) {
-    uint64_t h = 0x9E3779B97F4A7C15ULL ^ (uint64_t)n;
-    while (n >= 8) {
-        uint64_t w;
-        memcpy(&w, p, 8);
-        h = (h ^ w) * 0xFF51AFD7ED558CCDULL;
-        h ^= h >> 32;
-        p += 8;
-        n -= 8;
-    }
-    uint64_t w = 0;
-    memcpy(&w, p, (size_t)n);
-    h = (h ^ w) * 0xC4CEB9FE1A85EC53ULL;
+typedef struct {
+    uint64_t a, b;
+} HashState;
+
+#define HASH_SEED_A 0x9E3779B97F4A7C15ULL
+#define HASH_SEED_B 0xD6E8FEB86659FD93ULL
+
+static inline void hash_words(HashState *s, uint64_t w0, uint64_t w1) {
+    s->a = (s->a ^ w0) * 0xFF51AFD7ED558CCDULL;
+    s->a ^= s->a >> 32;
+    s->b = (s->b ^ w1) * 0xC4CEB9FE1A85EC53ULL;
+    s->b ^= s->b >> 29;
+}
+
+static inline uint64_t hash_finish(const HashState *s, Py_ssize_t n) {
+    uint64_t h = s->a ^ (s->b * 0x9FB21C651E98DF25ULL) ^ (uint64_t)n;
+    h ^= h >> 32;
+    h *= 0xFF51AFD7ED558CCDULL;
     h ^= h >> 29;
     return h;
 }
 
+static inline void hash_chunk(HashState *s, const unsigned char *p) {
+    uint64_t w0, w1;
+    memcpy(&w0, p, 8);
+    memcpy(&w1, p + 8, 8);
+    hash_words(s, w0, w1);
+}
+
+static uint64_t hash_bytes(const unsigned char *p, Py_ssize_t n) {
+    HashState s = {HASH_SEED_A, HASH_SEED_B};
+    Py_ssize_t i = 0;
+    for (; i + 16 <= n; i += 16) hash_chunk(&s, p + i);
+    if (i < n && n >= 16) { /* the last 16 bytes again, so that SIMD code needs no partial load */
+        hash_chunk(&s, p + n - 16);
+    } else if (i < n) {
+        unsigned char tail[16] = {0};
+        memcpy(tail, p, (size_t)n);
+        hash_chunk(&s, tail);
+    }
+    return hash_finish(&s, n);
+}
+
 static int table_alloc(Table *t, Py_ssize_t cap) {
-    uint64_t *hashes = PyMem_Calloc((size_t)cap, sizeof(uint64_t));
-    int32_t *slots = PyMem_Malloc((size_t)cap * sizeof(int32_t));
-    if (!hashes || !slots) {
-        PyMem_Free(hashes);
-        PyMem_Free(slots);
+    Slot *slots = PyMem_Malloc((size_t)cap * sizeof(Slot));
+    if (!slots) {
         PyErr_NoMemory();
         return -1;
     }
-    memset(slots, 0xff, (size_t)cap * sizeof(int32_t));
-    PyMem_Free(t->hashes);
+    for (Py_ssize_t i = 0; i < cap; i++) slots[i] = (Slot){0, -1};
     PyMem_Free(t->slots);
-    t->hashes = hashes;
     t->slots = slots;
     t->cap = cap;
     return 0;
 }
 
 static int table_grow(Table *t) {
-    uint64_t *old_h = t->hashes;
-    int32_t *old_s = t->slots;
+    Slot *old = t->slots;
     Py_ssize_t old_cap = t->cap;
-    t->hashes = NULL;
     t->slots = NULL;
     if (table_alloc(t, old_cap * 2) < 0) {
-        t->hashes = old_h;
-        t->slots = old_s;
+        t->slots = old;
         t->cap = old_cap;
         return -1;
     }
     Py_ssize_t mask = t->cap - 1;
     for (Py_ssize_t i = 0; i < old_cap; i++) {
-        if (old_s[i] < 0) continue;
-        Py_ssize_t j = (Py_ssize_t)(old_h[i] & (uint64_t)mask);
-        while (t->slots[j] >= 0) j = (j + 1) & mask;
-        t->slots[j] = old_s[i];
-        t->hashes[j] = old_h[i];
+        if (old[i].id < 0) continue;
+        Py_ssize_t j = (Py_ssize_t)(old[i].hash & (uint64_t)mask);
+        while (t->slots[j].id >= 0) j = (j + 1) & mask;
+        t->slots[j] = old[i];
     }
-    PyMem_Free(old_h);
-    PyMem_Free(old_s);
+    PyMem_Free(old);
     return 0;
 }
 
-/* the id of a skeleton, adding it when new; -1 on error */
-static int32_t table_id(Table *t, const unsigned char *p, Py_ssize_t n) {
-    uint64_t h = hash_bytes(p, n);
+/* the id of a skeleton whose hash_bytes is h, adding it when new; -1 on error */
+static int32_t table_id(Table *t, const unsigned char *p, Py_ssize_t n, uint64_t h) {
     Py_ssize_t mask = t->cap - 1;
     Py_ssize_t j = (Py_ssize_t)(h & (uint64_t)mask);
     for (;;) {
-        int32_t id = t->slots[j];
+        int32_t id = t->slots[j].id;
         if (id < 0) break;
-        if (t->hashes[j] == h) {
+        if (t->slots[j].hash == h) {
             PyObject *s = PyList_GET_ITEM(t->skeletons, id);
             if (PyUnicode_GET_LENGTH(s) == n && memcmp(PyUnicode_1BYTE_DATA(s), p, (size_t)n) == 0) return id;
         }
@@ -135,8 +159,7 @@ static int32_t table_id(Table *t, const unsigned char *p, Py_ssize_t n) {
         return -1;
     }
     Py_DECREF(s);
-    t->slots[j] = (int32_t)size;
-    t->hashes[j] = h;
+    t->slots[j] = (Slot){h, (int32_t)size};
     if ((size + 1) * 2 > t->cap && table_grow(t) < 0) return -1;
     return (int32_t)size;
 }
@@ -153,7 +176,6 @@ static PyObject *Table_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
 }
 
 static void Table_dealloc(Table *t) {
-    PyMem_Free(t->hashes);
     PyMem_Free(t->slots);
     Py_XDECREF(t->skeletons);
     Py_TYPE(t)->tp_free((PyObject *)t);
@@ -415,8 +437,29 @@ static unsigned char line_bits(const unsigned char *L, Py_ssize_t len, unsigned 
     return acc;
 }
 
-static void copy_zeroed(unsigned char *out, const unsigned char *in, Py_ssize_t n) {
-    for (Py_ssize_t i = 0; i < n; i++) out[i] = (unsigned char)(in[i] - '1') < 9 ? '0' : in[i];
+static inline unsigned char zero_digit(unsigned char c) { return (unsigned char)(c - '1') < 9 ? '0' : c; }
+
+/* out[:n] = in[:n] with every digit 1-9 turned into 0 (out may be in), and the hash_bytes of out:
+ * one pass, so a line that needs nothing else is not first copied, then hashed */
+static uint64_t zero_and_hash(unsigned char *out, const unsigned char *in, Py_ssize_t n) {
+    HashState s = {HASH_SEED_A, HASH_SEED_B};
+    Py_ssize_t i = 0;
+#ifdef USE_SSE2
+    if (n >= 16) {
+        const __m128i zero = _mm_set1_epi8('0'), past_nine = _mm_set1_epi8('9' + 1);
+        for (;; i += 16) {
+            if (i + 16 > n) i = n - 16; /* the last chunk overlaps the one before (zeroing twice is harmless) */
+            __m128i c = _mm_loadu_si128((const __m128i *)(in + i));
+            __m128i digit = _mm_and_si128(_mm_cmpgt_epi8(c, zero), _mm_cmplt_epi8(c, past_nine)); /* signed: not >= 128 */
+            c = _mm_or_si128(_mm_andnot_si128(digit, c), _mm_and_si128(digit, zero));
+            _mm_storeu_si128((__m128i *)(out + i), c);
+            hash_words(&s, (uint64_t)_mm_cvtsi128_si64(c), (uint64_t)_mm_cvtsi128_si64(_mm_unpackhi_epi64(c, c)));
+            if (i + 16 == n) return hash_finish(&s, n);
+        }
+    }
+#endif
+    for (Py_ssize_t k = 0; k < n; k++) out[k] = zero_digit(in[k]);
+    return hash_bytes(out, n);
 }
 
 static PyObject *scan(PyObject *self, PyObject *args) {
@@ -484,35 +527,44 @@ static PyObject *scan(PyObject *self, PyObject *args) {
             scratch = bigger;
             scratch_cap = need;
         }
-        int zero = zero_digit_x || !(bits & HAS_DIGIT_X);
-        int zero_now = zero && !do_pre_mask; /* the ids are read with their own digits, then zeroed */
-        Py_ssize_t k = 0, j = 0;
-        while (j < len) {
-            const unsigned char *hit = (bits & HAS_NODE_START) ? find(L + j, len - j, node, node_len) : NULL;
-            Py_ssize_t upto = hit ? hit - L : len;
-            if (zero_now)
-                copy_zeroed(scratch + k, L + j, upto - j);
-            else
-                memcpy(scratch + k, L + j, (size_t)(upto - j));
-            k += upto - j;
-            j = upto;
-            if (hit) {
+        /* the node replaced, then the ids masked, then the digits zeroed (pre_mask reads the ids'
+         * own digits); each step works on the previous one's output, the line itself while nothing
+         * has changed */
+        const unsigned char *skeleton = L;
+        Py_ssize_t k = len;
+        const unsigned char *hit = (bits & HAS_NODE_START) ? find(L, len, node, node_len) : NULL;
+        if (hit) {
+            Py_ssize_t j = 0;
+            k = 0;
+            while (hit) {
+                memcpy(scratch + k, L + j, (size_t)(hit - (L + j)));
+                k += hit - (L + j);
                 memcpy(scratch + k, "<NODE>", 6);
                 k += 6;
-                j += node_len;
+                j = hit - L + node_len;
+                hit = find(L + j, len - j, node, node_len);
             }
+            memcpy(scratch + k, L + j, (size_t)(len - j));
+            k += len - j;
+            skeleton = scratch;
         }
-        unsigned char *skeleton = scratch;
-        if (do_pre_mask) {
-            Py_ssize_t masked = may_hold_id(L, len) ? pre_mask(scratch, k, scratch + area) : -1;
+        if (do_pre_mask && may_hold_id(L, len)) {
+            Py_ssize_t masked = pre_mask(skeleton, k, scratch + area);
             if (masked >= 0) {
                 skeleton = scratch + area;
                 k = masked;
                 fl[i] |= FLAG_PRE_MASKED;
             }
-            if (zero) copy_zeroed(skeleton, skeleton, k);
         }
-        int32_t sid = table_id(table, skeleton, k);
+        uint64_t h;
+        if (zero_digit_x || !(bits & HAS_DIGIT_X)) {
+            unsigned char *out = skeleton == L ? scratch : (unsigned char *)skeleton;
+            h = zero_and_hash(out, skeleton, k);
+            skeleton = out;
+        } else {
+            h = hash_bytes(skeleton, k);
+        }
+        int32_t sid = table_id(table, skeleton, k, h);
         if (sid < 0) goto done;
         id[i] = sid;
     }
