@@ -358,19 +358,29 @@ static int uuid_at(const unsigned char *in, Py_ssize_t n, Py_ssize_t i) {
     return i + 36 == n || !WORD[in[i + 36]];
 }
 
-/* Whether a line could hold a uuid or hex id: "0x", a digit next to a letter a-f (an id of both
- * has one), or dashes 5 apart twice (a uuid's 4-character groups). One vectorised pass. */
+/* Whether a line could hold a uuid or hex id: "0x", dashes 5 apart twice (a uuid's 4-character
+ * groups), or a run of 8 hex characters that has a digit next to a letter a-f somewhere in the line
+ * (a hex id of 8+ has both, next to each other). A superset of what pre_mask changes, on the line
+ * before the node is replaced ("<NODE>" cannot be part of an id); pre_mask itself decides. */
 static int may_hold_id(const unsigned char *L, Py_ssize_t len) {
-    unsigned char acc = 0;
-    for (Py_ssize_t j = 0; j + 1 < len; j++) {
+    unsigned char zero_x = 0, adjacent = 0;
+    for (Py_ssize_t j = 0; j + 1 < len; j++) { /* no early exit: vectorised */
         unsigned char a = L[j], b = L[j + 1];
         unsigned char da = (unsigned char)(a - '0') < 10, db = (unsigned char)(b - '0') < 10;
         unsigned char la = (unsigned char)((a | 0x20) - 'a') < 6, lb = (unsigned char)((b | 0x20) - 'a') < 6;
-        acc |= (unsigned char)(((a == '0') & (b == 'x')) | (da & lb) | (la & db));
+        zero_x |= (unsigned char)((a == '0') & (b == 'x'));
+        adjacent |= (unsigned char)((da & lb) | (la & db));
     }
+    unsigned char dashes = 0;
     for (Py_ssize_t j = 0; j + 10 < len; j++)
-        acc |= (unsigned char)((L[j] == '-') & (L[j + 5] == '-') & (L[j + 10] == '-'));
-    return acc;
+        dashes |= (unsigned char)((L[j] == '-') & (L[j + 5] == '-') & (L[j + 10] == '-'));
+    if (zero_x | dashes) return 1;
+    if (!adjacent) return 0;
+    for (Py_ssize_t j = 0, run = 0; j < len; j++) {
+        run = HEX[L[j]] ? run + 1 : 0;
+        if (run >= 8) return 1;
+    }
+    return 0;
 }
 
 /* ``in`` with uuid and hex ids replaced, into ``out`` (room for 2 * n bytes); returns its length,
@@ -420,6 +430,7 @@ static Py_ssize_t pre_mask(const unsigned char *in, Py_ssize_t n, unsigned char 
 #define HAS_COLON_BRACKET 2 /* ]:[ */
 #define HAS_LT 4 /* <, as in a literal <NODE> */
 #define HAS_NODE_START 8 /* the node's first two bytes */
+#define MAY_HOLD_ID 16 /* see may_hold_id */
 
 /* which of the HAS_ bits a line has: one pass, no early exit, so that it is vectorised */
 static unsigned char line_bits(const unsigned char *L, Py_ssize_t len, unsigned char n0, unsigned char n1) {
@@ -436,6 +447,69 @@ static unsigned char line_bits(const unsigned char *L, Py_ssize_t len, unsigned 
     if (len >= 1) acc |= (unsigned char)((L[0] == '<') << 2);
     return acc;
 }
+
+#ifdef USE_SSE2
+#define SPLAT(c) _mm_set1_epi8((char)(c))
+#define EQ(v, c) _mm_cmpeq_epi8((v), SPLAT(c))
+#define TAG(cond, bit) _mm_and_si128((cond), SPLAT(bit))
+
+/* The line at L: its length, and line_bits | (may_hold_id ? MAY_HOLD_ID : 0) in one pass of
+ * 16-byte chunks that also finds the newline (the scalar path takes three passes). Reads from L - 1
+ * (the previous line's newline: the caller passes no block's first line) to 25 bytes past a chunk's
+ * start; -1 when that would pass `end` before the line ends (the scalar path takes the line). The
+ * dash test may look past the line's end: a needless pre_mask call, never a different skeleton. */
+static int line_bits_sse2(const unsigned char *L, const unsigned char *end, unsigned char n0, unsigned char n1,
+                          Py_ssize_t *len) {
+    const __m128i positions = _mm_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    __m128i acc = _mm_setzero_si128();
+    uint32_t digits_before = 0, letters_before = 0; /* the previous chunk's, below the current one's */
+    int adjacent = 0, run8 = 0;
+    for (Py_ssize_t j = 0;; j += 16) {
+        if (end - (L + j) < 26) return -1;
+        const unsigned char *q = L + j;
+        __m128i c = _mm_loadu_si128((const __m128i *)q), before = _mm_loadu_si128((const __m128i *)(q - 1)),
+                after = _mm_loadu_si128((const __m128i *)(q + 1));
+        unsigned newlines = (unsigned)_mm_movemask_epi8(EQ(c, '\n'));
+        int stop = newlines ? __builtin_ctz(newlines) : 16;
+        __m128i lower = _mm_or_si128(c, SPLAT(0x20));
+        /* signed compares: bytes >= 128 are below every bound here */
+        __m128i nonzero_digit_before = _mm_and_si128(_mm_cmpgt_epi8(before, SPLAT('0')), _mm_cmplt_epi8(before, SPLAT('9' + 1)));
+        __m128i v = TAG(_mm_and_si128(nonzero_digit_before, EQ(lower, 'x')), HAS_DIGIT_X);
+        v = _mm_or_si128(v, TAG(_mm_and_si128(EQ(before, ']'), _mm_and_si128(EQ(c, ':'), EQ(after, '['))), HAS_COLON_BRACKET));
+        v = _mm_or_si128(v, TAG(EQ(c, '<'), HAS_LT));
+        v = _mm_or_si128(v, TAG(_mm_and_si128(EQ(c, n0), EQ(after, n1)), HAS_NODE_START));
+        __m128i dashes = _mm_and_si128(EQ(c, '-'), _mm_and_si128(EQ(_mm_loadu_si128((const __m128i *)(q + 5)), '-'),
+                                                                  EQ(_mm_loadu_si128((const __m128i *)(q + 10)), '-')));
+        v = _mm_or_si128(v, TAG(_mm_or_si128(_mm_and_si128(EQ(c, '0'), EQ(after, 'x')), dashes), MAY_HOLD_ID));
+        if (newlines) v = _mm_and_si128(v, _mm_cmplt_epi8(positions, SPLAT(stop)));
+        acc = _mm_or_si128(acc, v);
+        /* digit/letter masks of this chunk above the previous one's: pairs and runs across the
+         * chunk boundary are seen */
+        uint32_t valid = newlines ? (1u << stop) - 1 : 0xFFFF;
+        uint32_t digits = (uint32_t)_mm_movemask_epi8(_mm_and_si128(_mm_cmpgt_epi8(c, SPLAT('0' - 1)), _mm_cmplt_epi8(c, SPLAT('9' + 1)))) & valid;
+        uint32_t letters = (uint32_t)_mm_movemask_epi8(_mm_and_si128(_mm_cmpgt_epi8(lower, SPLAT('a' - 1)), _mm_cmplt_epi8(lower, SPLAT('f' + 1)))) & valid;
+        uint32_t d = digits << 16 | digits_before, l = letters << 16 | letters_before;
+        adjacent |= ((d & (l >> 1)) | (l & (d >> 1))) != 0;
+        uint32_t run = d | l; /* bit i: a run of hex characters from i on, 2, 4, then 8 long */
+        run &= run >> 1;
+        run &= run >> 2;
+        run &= run >> 4;
+        run8 |= run != 0;
+        digits_before = digits;
+        letters_before = letters;
+        if (newlines) {
+            *len = j + stop;
+            break;
+        }
+    }
+    acc = _mm_or_si128(acc, _mm_srli_si128(acc, 8));
+    acc = _mm_or_si128(acc, _mm_srli_si128(acc, 4));
+    acc = _mm_or_si128(acc, _mm_srli_si128(acc, 2));
+    acc = _mm_or_si128(acc, _mm_srli_si128(acc, 1));
+    int bits = _mm_cvtsi128_si32(acc) & 0xff;
+    return bits | (adjacent && run8 ? MAY_HOLD_ID : 0);
+}
+#endif
 
 static inline unsigned char zero_digit(unsigned char c) { return (unsigned char)(c - '1') < 9 ? '0' : c; }
 
@@ -502,14 +576,22 @@ static PyObject *scan(PyObject *self, PyObject *args) {
         PyErr_NoMemory();
         goto done;
     }
+    unsigned char n0 = node ? node[0] : 0, n1 = node ? node[1] : 0;
     Py_ssize_t pos = 0;
     for (Py_ssize_t i = 0; i < lines; i++) {
         const unsigned char *L = p + pos;
-        const unsigned char *nl = memchr(L, '\n', (size_t)(n - pos));
-        Py_ssize_t len = nl ? nl - L : n - pos;
+        Py_ssize_t len = 0;
+        int bits = -1;
+#ifdef USE_SSE2
+        if (pos > 0) bits = line_bits_sse2(L, p + n, n0, n1, &len);
+#endif
+        if (bits < 0) {
+            const unsigned char *nl = memchr(L, '\n', (size_t)(n - pos));
+            len = nl ? nl - L : n - pos;
+            bits = line_bits(L, len, n0, n1) | (do_pre_mask && may_hold_id(L, len) ? MAY_HOLD_ID : 0);
+        }
         st[i] = pos;
         pos += len + 1;
-        unsigned char bits = line_bits(L, len, node ? node[0] : 0, node ? node[1] : 0);
         if (node && node_len < 2) bits |= HAS_NODE_START; /* no pair to look for: search every line */
         line_time(L, len, bits & HAS_COLON_BRACKET, &tm[i], &yr[i], &fl[i]);
         if ((bits & HAS_LT) && find(L, len, (const unsigned char *)"<NODE>", 6) != NULL) fl[i] |= FLAG_LITERAL_NODE;
@@ -548,7 +630,7 @@ static PyObject *scan(PyObject *self, PyObject *args) {
             k += len - j;
             skeleton = scratch;
         }
-        if (do_pre_mask && may_hold_id(L, len)) {
+        if (do_pre_mask && (bits & MAY_HOLD_ID)) {
             Py_ssize_t masked = pre_mask(skeleton, k, scratch + area);
             if (masked >= 0) {
                 skeleton = scratch + area;
