@@ -223,6 +223,40 @@ static PyTypeObject TableType = {
 /* ------------------------------------------------------------------------------------------ */
 /* plain blocks */
 
+/* count_clean_lines' tests of one line: empty or blank, or too long */
+static int bad_line(const unsigned char *L, Py_ssize_t len, Py_ssize_t max_line_bytes) {
+    Py_ssize_t lead = 0;
+    while (lead < len && (L[lead] == ' ' || L[lead] == '\t')) lead++;
+    return lead == len || len * 4 > max_line_bytes;
+}
+
+#ifdef USE_SSE2
+/* count_clean_lines over p[:n] (n a multiple of 16) in one pass, as no per-line memchr needs: the
+ * odd bytes tested 16 at a time, each newline from the chunk's newline mask. Returns where the
+ * first line not ended in p[:n] starts. */
+static Py_ssize_t clean_lines_sse2(const unsigned char *p, Py_ssize_t n, Py_ssize_t max_line_bytes, Py_ssize_t *lines,
+                                   int *bad) {
+    __m128i odd = _mm_setzero_si128();
+    Py_ssize_t start = 0;
+    for (Py_ssize_t i = 0; i < n && !*bad; i += 16) {
+        __m128i c = _mm_loadu_si128((const __m128i *)(p + i));
+        __m128i newline = _mm_cmpeq_epi8(c, _mm_set1_epi8('\n'));
+        /* signed: bytes >= 128 are below 32 too */
+        __m128i control = _mm_andnot_si128(_mm_or_si128(newline, _mm_cmpeq_epi8(c, _mm_set1_epi8('\t'))),
+                                           _mm_cmplt_epi8(c, _mm_set1_epi8(32)));
+        odd = _mm_or_si128(odd, _mm_or_si128(control, _mm_cmpeq_epi8(c, _mm_set1_epi8(127))));
+        for (unsigned m = (unsigned)_mm_movemask_epi8(newline); m; m &= m - 1) {
+            Py_ssize_t end = i + __builtin_ctz(m);
+            *bad |= bad_line(p + start, end - start, max_line_bytes);
+            ++*lines;
+            start = end + 1;
+        }
+    }
+    *bad |= _mm_movemask_epi8(odd) != 0;
+    return start;
+}
+#endif
+
 static PyObject *count_clean_lines(PyObject *self, PyObject *args) {
     Py_buffer buf;
     Py_ssize_t max_line_bytes;
@@ -230,12 +264,13 @@ static PyObject *count_clean_lines(PyObject *self, PyObject *args) {
     const unsigned char *p = buf.buf;
     Py_ssize_t n = buf.len, lines = 0, pos = 0;
     int bad = n == 0 || p[n - 1] != '\n';
+#ifdef USE_SSE2
+    if (!bad) pos = clean_lines_sse2(p, n & ~(Py_ssize_t)15, max_line_bytes, &lines, &bad);
+#endif
     while (!bad && pos < n) {
         const unsigned char *L = p + pos;
         Py_ssize_t len = (const unsigned char *)memchr(L, '\n', (size_t)(n - pos)) - L;
-        Py_ssize_t lead = 0;
-        while (lead < len && (L[lead] == ' ' || L[lead] == '\t')) lead++;
-        bad = lead == len || len * 4 > max_line_bytes; /* empty or blank, or too long */
+        bad = bad_line(L, len, max_line_bytes);
         unsigned char acc = 0;
         for (Py_ssize_t j = 0; j < len; j++) /* no early exit: vectorised */
             acc |= (unsigned char)(((L[j] < 32) & (L[j] != '\t')) | (L[j] >= 127));
@@ -245,6 +280,25 @@ static PyObject *count_clean_lines(PyObject *self, PyObject *args) {
     }
     PyBuffer_Release(&buf);
     return PyLong_FromSsize_t(bad ? -1 : lines);
+}
+
+/* the lines of a block: its newlines, plus a last line without one */
+static Py_ssize_t count_lines(const unsigned char *p, Py_ssize_t n) {
+    Py_ssize_t lines = 0, i = 0;
+#ifdef USE_SSE2
+    /* per-byte counts in 8-bit lanes, summed into 64-bit ones before they can wrap */
+    __m128i total = _mm_setzero_si128();
+    while (i + 16 <= n) {
+        __m128i counts = _mm_setzero_si128();
+        for (int k = 0; k < 255 && i + 16 <= n; k++, i += 16)
+            counts = _mm_sub_epi8(counts, _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(p + i)), _mm_set1_epi8('\n')));
+        total = _mm_add_epi64(total, _mm_sad_epu8(counts, _mm_setzero_si128()));
+    }
+    lines = (Py_ssize_t)_mm_cvtsi128_si64(total) + (Py_ssize_t)_mm_cvtsi128_si64(_mm_unpackhi_epi64(total, total));
+#endif
+    for (const unsigned char *q = p + i; (q = memchr(q, '\n', (size_t)(p + n - q))) != NULL; q++) lines++;
+    if (n > 0 && p[n - 1] != '\n') lines++;
+    return lines;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -556,9 +610,7 @@ static PyObject *scan(PyObject *self, PyObject *args) {
         node_len = PyBytes_GET_SIZE(node_obj);
         if (node_len == 0) node = NULL;
     }
-    Py_ssize_t lines = 0;
-    for (const unsigned char *q = p; (q = memchr(q, '\n', (size_t)(p + n - q))) != NULL; q++) lines++;
-    if (n > 0 && p[n - 1] != '\n') lines++;
+    Py_ssize_t lines = count_lines(p, n);
     starts = PyBytes_FromStringAndSize(NULL, (lines + 1) * 8);
     ids = PyBytes_FromStringAndSize(NULL, lines * 4);
     times = PyBytes_FromStringAndSize(NULL, lines * 8);
