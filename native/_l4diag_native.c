@@ -334,9 +334,18 @@ static const unsigned char *find(const unsigned char *h, Py_ssize_t hn, const un
     return NULL;
 }
 
+#define TIME_WINDOW 32 /* line_time reads no byte past this */
+
 static void line_time(const unsigned char *L, Py_ssize_t len, int colon_bracket, double *out, int32_t *year, uint8_t *flags) {
-/* bytes past the line end read as its newline, as the numpy window over the block does */
-#define AT(k) ((k) < len ? L[k] : (unsigned char)'\n')
+    /* bytes past the line end read as its newline, as the numpy window over the block does: a short
+     * line is read from a padded copy, so that no read needs a bounds test */
+    unsigned char padded[TIME_WINDOW];
+    if (len < TIME_WINDOW) {
+        memcpy(padded, L, (size_t)len);
+        memset(padded + len, '\n', (size_t)(TIME_WINDOW - len));
+        L = padded;
+    }
+#define AT(k) (L[k])
     unsigned char first = AT(0);
     int off = (first == '[' || first == '(') ? 1 : 0;
 #define S(k) AT((k) + off)
@@ -393,7 +402,7 @@ static void line_time(const unsigned char *L, Py_ssize_t len, int colon_bracket,
 /* ------------------------------------------------------------------------------------------ */
 /* the uuid and hex rules */
 
-static unsigned char WORD[256], HEX[256];
+static unsigned char WORD[256], HEX[256]; /* WORD: 0 not a word character, 1 one, 3 a hex one (one load tells both) */
 
 static int all_hex(const unsigned char *p, Py_ssize_t n) {
     for (Py_ssize_t k = 0; k < n; k++)
@@ -446,7 +455,7 @@ static Py_ssize_t pre_mask(const unsigned char *in, Py_ssize_t n, unsigned char 
         while (i < n && !WORD[in[i]]) i++;
         Py_ssize_t w = i; /* a word starts: the character before it, if any, is not a word one */
         int hex = 1;
-        for (; i < n && WORD[in[i]]; i++) hex &= HEX[in[i]];
+        for (unsigned char c; i < n && (c = WORD[in[i]]) != 0; i++) hex &= c >> 1;
         Py_ssize_t len = i - w, end = i;
         const char *token = NULL;
         if (len == 8 && hex && uuid_at(in, n, w)) {
@@ -732,8 +741,8 @@ PyMODINIT_FUNC PyInit__l4diag_native(void) {
         FIRST_OK[c] = ISDIGIT(c) || c >= 128 || (c && strchr("[(IWEFJMASOND", c) != NULL);
         LETTER[c] = c && strchr("IWEFJMASOND", c) != NULL;
         GLOG[c] = c && strchr("IWEF", c) != NULL;
-        WORD[c] = ISDIGIT(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
         HEX[c] = ISDIGIT(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+        WORD[c] = HEX[c] ? 3 : (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
     }
     if (PyType_Ready(&TableType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
