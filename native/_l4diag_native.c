@@ -58,45 +58,65 @@ typedef struct {
     PyObject *skeletons; /* list of str, by id */
 } Table;
 
+/* The skeleton hash: 16-byte chunks, taken in turn by two pairs of independent multiply chains (one
+ * chain of dependent multiplies was the hash's whole cost). A text of 16 bytes or more ends with
+ * its last 16 bytes (overlapping the chunk before, so that SIMD code needs no partial load); a
+ * shorter one is one zero-padded chunk. The length, mixed in at the end, keeps "a" and "a\0" apart.
+ * zero_and_hash computes the same value. */
 typedef struct {
-    uint64_t a, b;
+    uint64_t a, b, c, d;
 } HashState;
 
-#define HASH_SEED_A 0x9E3779B97F4A7C15ULL
-#define HASH_SEED_B 0xD6E8FEB86659FD93ULL
+#define HASH_START {0x9E3779B97F4A7C15ULL, 0xD6E8FEB86659FD93ULL, 0x94D049BB133111EBULL, 0xBF58476D1CE4E5B9ULL}
 
-static inline void hash_words(HashState *s, uint64_t w0, uint64_t w1) {
-    s->a = (s->a ^ w0) * 0xFF51AFD7ED558CCDULL;
-    s->a ^= s->a >> 32;
-    s->b = (s->b ^ w1) * 0xC4CEB9FE1A85EC53ULL;
-    s->b ^= s->b >> 29;
+static inline uint64_t mix(uint64_t h, uint64_t w, uint64_t k, int shift) {
+    h = (h ^ w) * k;
+    return h ^ (h >> shift);
+}
+
+static inline void hash_even(HashState *s, uint64_t w0, uint64_t w1) {
+    s->a = mix(s->a, w0, 0xFF51AFD7ED558CCDULL, 32);
+    s->b = mix(s->b, w1, 0xC4CEB9FE1A85EC53ULL, 29);
+}
+
+static inline void hash_odd(HashState *s, uint64_t w0, uint64_t w1) {
+    s->c = mix(s->c, w0, 0xFF51AFD7ED558CCDULL, 29);
+    s->d = mix(s->d, w1, 0xC4CEB9FE1A85EC53ULL, 32);
 }
 
 static inline uint64_t hash_finish(const HashState *s, Py_ssize_t n) {
-    uint64_t h = s->a ^ (s->b * 0x9FB21C651E98DF25ULL) ^ (uint64_t)n;
+    uint64_t h = s->a ^ (s->b * 0x9FB21C651E98DF25ULL) ^ (s->c * 0xD6E8FEB86659FD93ULL) ^ (s->d * 0xFF51AFD7ED558CCDULL);
+    h ^= (uint64_t)n;
     h ^= h >> 32;
     h *= 0xFF51AFD7ED558CCDULL;
     h ^= h >> 29;
     return h;
 }
 
-static inline void hash_chunk(HashState *s, const unsigned char *p) {
-    uint64_t w0, w1;
-    memcpy(&w0, p, 8);
-    memcpy(&w1, p + 8, 8);
-    hash_words(s, w0, w1);
+static inline uint64_t word_at(const unsigned char *p) {
+    uint64_t w;
+    memcpy(&w, p, 8);
+    return w;
 }
 
+/* where the chunk that starts at i is read: a last, partial one ends at the text's end */
+static inline Py_ssize_t chunk_start(Py_ssize_t i, Py_ssize_t n) { return i + 16 <= n ? i : n - 16; }
+
 static uint64_t hash_bytes(const unsigned char *p, Py_ssize_t n) {
-    HashState s = {HASH_SEED_A, HASH_SEED_B};
-    Py_ssize_t i = 0;
-    for (; i + 16 <= n; i += 16) hash_chunk(&s, p + i);
-    if (i < n && n >= 16) { /* the last 16 bytes again, so that SIMD code needs no partial load */
-        hash_chunk(&s, p + n - 16);
-    } else if (i < n) {
+    HashState s = HASH_START;
+    if (n < 16) {
         unsigned char tail[16] = {0};
         memcpy(tail, p, (size_t)n);
-        hash_chunk(&s, tail);
+        hash_even(&s, word_at(tail), word_at(tail + 8));
+        return hash_finish(&s, n);
+    }
+    for (Py_ssize_t i = 0;; i += 32) {
+        const unsigned char *q = p + chunk_start(i, n);
+        hash_even(&s, word_at(q), word_at(q + 8));
+        if (i + 16 >= n) break;
+        q = p + chunk_start(i + 16, n);
+        hash_odd(&s, word_at(q), word_at(q + 8));
+        if (i + 32 >= n) break;
     }
     return hash_finish(&s, n);
 }
@@ -576,23 +596,33 @@ static int line_bits_sse2(const unsigned char *L, const unsigned char *end, unsi
 
 static inline unsigned char zero_digit(unsigned char c) { return (unsigned char)(c - '1') < 9 ? '0' : c; }
 
+#ifdef USE_SSE2
+/* out[at:at + 16] = in[at:at + 16] with every digit 1-9 turned into 0; returns it */
+static inline __m128i zero_chunk(unsigned char *out, const unsigned char *in, Py_ssize_t at) {
+    __m128i c = _mm_loadu_si128((const __m128i *)(in + at));
+    /* signed compares: bytes >= 128 are not digits */
+    __m128i digit = _mm_and_si128(_mm_cmpgt_epi8(c, _mm_set1_epi8('0')), _mm_cmplt_epi8(c, _mm_set1_epi8('9' + 1)));
+    c = _mm_or_si128(_mm_andnot_si128(digit, c), _mm_and_si128(digit, _mm_set1_epi8('0')));
+    _mm_storeu_si128((__m128i *)(out + at), c);
+    return c;
+}
+#endif
+
 /* out[:n] = in[:n] with every digit 1-9 turned into 0 (out may be in), and the hash_bytes of out:
  * one pass, so a line that needs nothing else is not first copied, then hashed */
 static uint64_t zero_and_hash(unsigned char *out, const unsigned char *in, Py_ssize_t n) {
-    HashState s = {HASH_SEED_A, HASH_SEED_B};
-    Py_ssize_t i = 0;
 #ifdef USE_SSE2
     if (n >= 16) {
-        const __m128i zero = _mm_set1_epi8('0'), past_nine = _mm_set1_epi8('9' + 1);
-        for (;; i += 16) {
-            if (i + 16 > n) i = n - 16; /* the last chunk overlaps the one before (zeroing twice is harmless) */
-            __m128i c = _mm_loadu_si128((const __m128i *)(in + i));
-            __m128i digit = _mm_and_si128(_mm_cmpgt_epi8(c, zero), _mm_cmplt_epi8(c, past_nine)); /* signed: not >= 128 */
-            c = _mm_or_si128(_mm_andnot_si128(digit, c), _mm_and_si128(digit, zero));
-            _mm_storeu_si128((__m128i *)(out + i), c);
-            hash_words(&s, (uint64_t)_mm_cvtsi128_si64(c), (uint64_t)_mm_cvtsi128_si64(_mm_unpackhi_epi64(c, c)));
-            if (i + 16 == n) return hash_finish(&s, n);
+        HashState s = HASH_START;
+        for (Py_ssize_t i = 0;; i += 32) {
+            __m128i c = zero_chunk(out, in, chunk_start(i, n)); /* zeroing an overlap twice is harmless */
+            hash_even(&s, (uint64_t)_mm_cvtsi128_si64(c), (uint64_t)_mm_cvtsi128_si64(_mm_unpackhi_epi64(c, c)));
+            if (i + 16 >= n) break;
+            c = zero_chunk(out, in, chunk_start(i + 16, n));
+            hash_odd(&s, (uint64_t)_mm_cvtsi128_si64(c), (uint64_t)_mm_cvtsi128_si64(_mm_unpackhi_epi64(c, c)));
+            if (i + 32 >= n) break;
         }
+        return hash_finish(&s, n);
     }
 #endif
     for (Py_ssize_t k = 0; k < n; k++) out[k] = zero_digit(in[k]);
