@@ -467,9 +467,10 @@ static int may_hold_id(const unsigned char *L, Py_ssize_t len) {
 }
 
 /* ``in`` with uuid and hex ids replaced, into ``out`` (room for 2 * n bytes); returns its length,
- * or -1 when nothing was replaced (``out`` is then not written) */
-static Py_ssize_t pre_mask(const unsigned char *in, Py_ssize_t n, unsigned char *out) {
-    Py_ssize_t i = 0, o = 0, copied = 0; /* in[copied:] is not in out yet */
+ * or -1 when nothing was replaced (``out`` is then not written). No id starts before ``from``. */
+static Py_ssize_t pre_mask(const unsigned char *in, Py_ssize_t n, Py_ssize_t from, unsigned char *out) {
+    Py_ssize_t i = from, o = 0, copied = 0; /* in[copied:] is not in out yet */
+    while (i > 0 && WORD[in[i - 1]]) i--; /* the start of the word at from */
     int changed = 0;
     while (i < n) {
         while (i < n && !WORD[in[i]]) i++;
@@ -537,16 +538,21 @@ static unsigned char line_bits(const unsigned char *L, Py_ssize_t len, unsigned 
 #define TAG(cond, bit) _mm_and_si128((cond), SPLAT(bit))
 
 /* The line at L: its length, and line_bits | (may_hold_id ? MAY_HOLD_ID : 0) in one pass of
- * 16-byte chunks that also finds the newline (the scalar path takes three passes). Reads from L - 1
+ * 16-byte chunks that also finds the newline (the scalar path takes three passes). id_from: where
+ * the first run of 8 hex characters or "0x" starts (the line's length if none), before which no id
+ * can start (a uuid and a hex word start with such a run, the other hex form with "0x"). A run is
+ * seen in the first chunk where its 8 bytes are all in the window of two chunks, so the first run
+ * seen is the earliest. Reads from L - 1
  * (the previous line's newline: the caller passes no block's first line) to 25 bytes past a chunk's
  * start; -1 when that would pass `end` before the line ends (the scalar path takes the line). The
  * dash test may look past the line's end: a needless pre_mask call, never a different skeleton. */
 static int line_bits_sse2(const unsigned char *L, const unsigned char *end, unsigned char n0, unsigned char n1,
-                          Py_ssize_t *len) {
+                          Py_ssize_t *len, Py_ssize_t *id_from) {
     const __m128i positions = _mm_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     __m128i acc = _mm_setzero_si128();
     uint32_t digits_before = 0, letters_before = 0; /* the previous chunk's, below the current one's */
     int adjacent = 0, run8 = 0;
+    Py_ssize_t first = PY_SSIZE_T_MAX; /* the first 8-hex run or "0x" */
     for (Py_ssize_t j = 0;; j += 16) {
         if (end - (L + j) < 26) return -1;
         const unsigned char *q = L + j;
@@ -563,7 +569,8 @@ static int line_bits_sse2(const unsigned char *L, const unsigned char *end, unsi
         v = _mm_or_si128(v, TAG(_mm_and_si128(EQ(c, n0), EQ(after, n1)), HAS_NODE_START));
         __m128i dashes = _mm_and_si128(EQ(c, '-'), _mm_and_si128(EQ(_mm_loadu_si128((const __m128i *)(q + 5)), '-'),
                                                                   EQ(_mm_loadu_si128((const __m128i *)(q + 10)), '-')));
-        v = _mm_or_si128(v, TAG(_mm_or_si128(_mm_and_si128(EQ(c, '0'), EQ(after, 'x')), dashes), MAY_HOLD_ID));
+        __m128i zero_x = _mm_and_si128(EQ(c, '0'), EQ(after, 'x'));
+        v = _mm_or_si128(v, TAG(_mm_or_si128(zero_x, dashes), MAY_HOLD_ID));
         if (newlines) v = _mm_and_si128(v, _mm_cmplt_epi8(positions, SPLAT(stop)));
         acc = _mm_or_si128(acc, v);
         /* digit/letter masks of this chunk above the previous one's: pairs and runs across the
@@ -578,6 +585,9 @@ static int line_bits_sse2(const unsigned char *L, const unsigned char *end, unsi
         run &= run >> 2;
         run &= run >> 4;
         run8 |= run != 0;
+        if (run && first == PY_SSIZE_T_MAX) first = j - 16 + __builtin_ctz(run); /* the earliest: see above */
+        unsigned zero_xs = (unsigned)_mm_movemask_epi8(zero_x) & valid;
+        if (zero_xs && j + __builtin_ctz(zero_xs) < first) first = j + __builtin_ctz(zero_xs);
         digits_before = digits;
         letters_before = letters;
         if (newlines) {
@@ -590,6 +600,7 @@ static int line_bits_sse2(const unsigned char *L, const unsigned char *end, unsi
     acc = _mm_or_si128(acc, _mm_srli_si128(acc, 2));
     acc = _mm_or_si128(acc, _mm_srli_si128(acc, 1));
     int bits = _mm_cvtsi128_si32(acc) & 0xff;
+    *id_from = first < *len ? first : *len;
     return bits | (adjacent && run8 ? MAY_HOLD_ID : 0);
 }
 #endif
@@ -672,9 +683,10 @@ static PyObject *scan(PyObject *self, PyObject *args) {
     for (Py_ssize_t i = 0; i < lines; i++) {
         const unsigned char *L = p + pos;
         Py_ssize_t len = 0;
+        Py_ssize_t id_from = 0;
         int bits = -1;
 #ifdef USE_SSE2
-        if (pos > 0) bits = line_bits_sse2(L, p + n, n0, n1, &len);
+        if (pos > 0) bits = line_bits_sse2(L, p + n, n0, n1, &len, &id_from);
 #endif
         if (bits < 0) {
             const unsigned char *nl = memchr(L, '\n', (size_t)(n - pos));
@@ -706,15 +718,23 @@ static PyObject *scan(PyObject *self, PyObject *args) {
         const unsigned char *skeleton = L;
         Py_ssize_t k = len;
         const unsigned char *hit = (bits & HAS_NODE_START) ? find(L, len, node, node_len) : NULL;
+        /* id_from, moved along with the text by the replacements before it: an id in the skeleton is
+         * one in the line, moved so ("<NODE>" is no part of one); 0 when a node covers id_from */
+        Py_ssize_t skeleton_id_from = id_from;
         if (hit) {
             Py_ssize_t j = 0;
             k = 0;
             while (hit) {
-                memcpy(scratch + k, L + j, (size_t)(hit - (L + j)));
-                k += hit - (L + j);
+                Py_ssize_t at = hit - L;
+                if (at + node_len <= id_from)
+                    skeleton_id_from += 6 - node_len;
+                else if (at < id_from)
+                    skeleton_id_from = 0;
+                memcpy(scratch + k, L + j, (size_t)(at - j));
+                k += at - j;
                 memcpy(scratch + k, "<NODE>", 6);
                 k += 6;
-                j = hit - L + node_len;
+                j = at + node_len;
                 hit = find(L + j, len - j, node, node_len);
             }
             memcpy(scratch + k, L + j, (size_t)(len - j));
@@ -722,7 +742,7 @@ static PyObject *scan(PyObject *self, PyObject *args) {
             skeleton = scratch;
         }
         if (do_pre_mask && (bits & MAY_HOLD_ID)) {
-            Py_ssize_t masked = pre_mask(skeleton, k, scratch + area);
+            Py_ssize_t masked = pre_mask(skeleton, k, skeleton_id_from, scratch + area);
             if (masked >= 0) {
                 skeleton = scratch + area;
                 k = masked;

@@ -318,3 +318,23 @@ def test_clean_check_at_every_offset():
     long = ("\n".join(["y" * 250, "z" * 251, "y"]) + "\n").encode()
     assert mod.count_clean_lines(long, 1004) == 3  # 251 * 4 bytes: just short enough
     assert mod.count_clean_lines(long, 1003) == -1
+
+
+@needs_native
+@pytest.mark.parametrize("node", ["g", "gp", "gpu", "gpu-n", "gpu-node-7", "gpu-node-7-long-name", "deadbeef12", "n0x1f",
+                                  "12345678", "ab-0x"])
+def test_pre_mask_after_node_names_of_every_length(node):
+    # scan looks for ids from where the line's first id could start, moved by the "<NODE>"s before it;
+    # node names that hold (part of) an id themselves cover that place
+    rng = random.Random(node)
+    table = mod.SkeletonTable()
+    pieces = [node, node, "0x1", "0xa", "deadbeef12", "f114b259-2e1a-8b3c-4d5e-0123456789ab", "x", "7", "ab"]
+    for _ in range(200):
+        lines = ["padding line " + "p" * rng.randint(0, 20)]  # so that the lines below are not a block's first
+        for _ in range(rng.randint(1, 8)):
+            lines.append("".join(rng.choice(pieces) + rng.choice([" ", "", "=", "-", ":"]) for _ in range(rng.randint(1, 6))))
+        lines.append("q" * 30)  # nor its last
+        block = ("\n".join(lines) + "\n").encode()
+        _, ids, *_ = mod.scan(block, node.encode(), table, True, True)
+        got = [table.skeletons[i] for i in np.frombuffer(ids, dtype=np.int32).tolist()]
+        assert got == [_expected_skeleton(t, node, True, True) for t in lines]
