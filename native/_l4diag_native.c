@@ -538,14 +538,16 @@ static unsigned char line_bits(const unsigned char *L, Py_ssize_t len, unsigned 
 #define TAG(cond, bit) _mm_and_si128((cond), SPLAT(bit))
 
 /* The line at L: its length, and line_bits | (may_hold_id ? MAY_HOLD_ID : 0) in one pass of
- * 16-byte chunks that also finds the newline (the scalar path takes three passes). id_from: where
- * the first run of 8 hex characters or "0x" starts (the line's length if none), before which no id
- * can start (a uuid and a hex word start with such a run, the other hex form with "0x"). A run is
- * seen in the first chunk where its 8 bytes are all in the window of two chunks, so the first run
- * seen is the earliest. Reads from L - 1
- * (the previous line's newline: the caller passes no block's first line) to 25 bytes past a chunk's
- * start; -1 when that would pass `end` before the line ends (the scalar path takes the line). The
- * dash test may look past the line's end: a needless pre_mask call, never a different skeleton. */
+ * 16-byte chunks that also finds the newline (the scalar path takes three passes over the line).
+ * Reads from L - 1 (the previous line's newline: the caller passes no block's first line) to 25
+ * bytes past a chunk's start; -1 when that would pass `end` before the line ends (the scalar path
+ * then takes the line). The dash test may look past the line's end: a needless pre_mask call, never
+ * a different skeleton.
+ *
+ * id_from: where the first run of 8 hex characters or "0x" starts (the line's length if none); no
+ * id starts before it (a uuid and a hex word start with such a run, the other hex form with "0x").
+ * A run is seen in the first chunk whose window (it and the chunk before) holds all its 8 bytes, so
+ * the first run seen is the earliest. */
 static int line_bits_sse2(const unsigned char *L, const unsigned char *end, unsigned char n0, unsigned char n1,
                           Py_ssize_t *len, Py_ssize_t *id_from) {
     const __m128i positions = _mm_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
