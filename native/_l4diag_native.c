@@ -445,23 +445,27 @@ static int uuid_at(const unsigned char *in, Py_ssize_t n, Py_ssize_t i) {
  * groups), or a run of 8 hex characters that has a digit next to a letter a-f somewhere in the line
  * (a hex id of 8+ has both, next to each other). A superset of what pre_mask changes, on the line
  * before the node is replaced ("<NODE>" cannot be part of an id); pre_mask itself decides. */
-static int may_hold_id(const unsigned char *L, Py_ssize_t len) {
-    unsigned char zero_x = 0, adjacent = 0;
+static int digit_next_to_letter(const unsigned char *L, Py_ssize_t len) {
+    unsigned char adjacent = 0;
     for (Py_ssize_t j = 0; j + 1 < len; j++) { /* no early exit: vectorised */
         unsigned char a = L[j], b = L[j + 1];
         unsigned char da = (unsigned char)(a - '0') < 10, db = (unsigned char)(b - '0') < 10;
         unsigned char la = (unsigned char)((a | 0x20) - 'a') < 6, lb = (unsigned char)((b | 0x20) - 'a') < 6;
-        zero_x |= (unsigned char)((a == '0') & (b == 'x'));
         adjacent |= (unsigned char)((da & lb) | (la & db));
     }
+    return adjacent;
+}
+
+static int may_hold_id(const unsigned char *L, Py_ssize_t len) {
+    unsigned char zero_x = 0;
+    for (Py_ssize_t j = 0; j + 1 < len; j++) zero_x |= (unsigned char)((L[j] == '0') & (L[j + 1] == 'x'));
     unsigned char dashes = 0;
     for (Py_ssize_t j = 0; j + 10 < len; j++)
         dashes |= (unsigned char)((L[j] == '-') & (L[j + 5] == '-') & (L[j + 10] == '-'));
     if (zero_x | dashes) return 1;
-    if (!adjacent) return 0;
     for (Py_ssize_t j = 0, run = 0; j < len; j++) {
         run = HEX[L[j]] ? run + 1 : 0;
-        if (run >= 8) return 1;
+        if (run >= 8) return digit_next_to_letter(L, len);
     }
     return 0;
 }
@@ -552,8 +556,8 @@ static int line_bits_sse2(const unsigned char *L, const unsigned char *end, unsi
                           Py_ssize_t *len, Py_ssize_t *id_from) {
     const __m128i positions = _mm_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     __m128i acc = _mm_setzero_si128();
-    uint32_t digits_before = 0, letters_before = 0; /* the previous chunk's, below the current one's */
-    int adjacent = 0, run8 = 0;
+    uint32_t hex_before = 0; /* the previous chunk's, below the current one's */
+    int run8 = 0;
     Py_ssize_t first = PY_SSIZE_T_MAX; /* the first 8-hex run or "0x" */
     for (Py_ssize_t j = 0;; j += 16) {
         if (end - (L + j) < 26) return -1;
@@ -575,14 +579,12 @@ static int line_bits_sse2(const unsigned char *L, const unsigned char *end, unsi
         v = _mm_or_si128(v, TAG(_mm_or_si128(zero_x, dashes), MAY_HOLD_ID));
         if (newlines) v = _mm_and_si128(v, _mm_cmplt_epi8(positions, SPLAT(stop)));
         acc = _mm_or_si128(acc, v);
-        /* digit/letter masks of this chunk above the previous one's: pairs and runs across the
-         * chunk boundary are seen */
+        /* the hex mask of this chunk above the previous one's: runs across the chunk boundary are seen */
         uint32_t valid = newlines ? (1u << stop) - 1 : 0xFFFF;
-        uint32_t digits = (uint32_t)_mm_movemask_epi8(_mm_and_si128(_mm_cmpgt_epi8(c, SPLAT('0' - 1)), _mm_cmplt_epi8(c, SPLAT('9' + 1)))) & valid;
-        uint32_t letters = (uint32_t)_mm_movemask_epi8(_mm_and_si128(_mm_cmpgt_epi8(lower, SPLAT('a' - 1)), _mm_cmplt_epi8(lower, SPLAT('f' + 1)))) & valid;
-        uint32_t d = digits << 16 | digits_before, l = letters << 16 | letters_before;
-        adjacent |= ((d & (l >> 1)) | (l & (d >> 1))) != 0;
-        uint32_t run = d | l; /* bit i: a run of hex characters from i on, 2, 4, then 8 long */
+        __m128i digit = _mm_and_si128(_mm_cmpgt_epi8(c, SPLAT('0' - 1)), _mm_cmplt_epi8(c, SPLAT('9' + 1)));
+        __m128i letter = _mm_and_si128(_mm_cmpgt_epi8(lower, SPLAT('a' - 1)), _mm_cmplt_epi8(lower, SPLAT('f' + 1)));
+        uint32_t hex = (uint32_t)_mm_movemask_epi8(_mm_or_si128(digit, letter)) & valid;
+        uint32_t run = hex << 16 | hex_before; /* bit i: a run of hex characters from i on, 2, 4, then 8 long */
         run &= run >> 1;
         run &= run >> 2;
         run &= run >> 4;
@@ -590,8 +592,7 @@ static int line_bits_sse2(const unsigned char *L, const unsigned char *end, unsi
         if (run && first == PY_SSIZE_T_MAX) first = j - 16 + __builtin_ctz(run); /* the earliest: see above */
         unsigned zero_xs = (unsigned)_mm_movemask_epi8(zero_x) & valid;
         if (zero_xs && j + __builtin_ctz(zero_xs) < first) first = j + __builtin_ctz(zero_xs);
-        digits_before = digits;
-        letters_before = letters;
+        hex_before = hex;
         if (newlines) {
             *len = j + stop;
             break;
@@ -603,7 +604,8 @@ static int line_bits_sse2(const unsigned char *L, const unsigned char *end, unsi
     acc = _mm_or_si128(acc, _mm_srli_si128(acc, 1));
     int bits = _mm_cvtsi128_si32(acc) & 0xff;
     *id_from = first < *len ? first : *len;
-    return bits | (adjacent && run8 ? MAY_HOLD_ID : 0);
+    /* a run of 8 is rarer than a digit next to a letter, and cheaper to look for 16 bytes at a time */
+    return bits | (run8 && !(bits & MAY_HOLD_ID) && digit_next_to_letter(L + first, *len - first) ? MAY_HOLD_ID : 0);
 }
 #endif
 
