@@ -251,21 +251,26 @@ static int bad_line(const unsigned char *L, Py_ssize_t len, Py_ssize_t max_line_
 }
 
 #ifdef USE_SSE2
-/* count_clean_lines over p[:n] (n a multiple of 16) in one pass, as no per-line memchr needs: the
- * odd bytes tested 16 at a time, each newline from the chunk's newline mask. Returns where the
+/* count_clean_lines over p[:n] (n a multiple of 32) in one pass, as no per-line memchr needs: the
+ * odd bytes tested 16 at a time, each newline from a 32-byte step's newline mask. Returns where the
  * first line not ended in p[:n] starts. */
+static inline __m128i odd_bytes(__m128i c, __m128i newline) {
+    /* signed: bytes >= 128 are below 32 too */
+    __m128i control = _mm_andnot_si128(_mm_or_si128(newline, _mm_cmpeq_epi8(c, _mm_set1_epi8('\t'))),
+                                       _mm_cmplt_epi8(c, _mm_set1_epi8(32)));
+    return _mm_or_si128(control, _mm_cmpeq_epi8(c, _mm_set1_epi8(127)));
+}
+
 static Py_ssize_t clean_lines_sse2(const unsigned char *p, Py_ssize_t n, Py_ssize_t max_line_bytes, Py_ssize_t *lines,
                                    int *bad) {
     __m128i odd = _mm_setzero_si128();
     Py_ssize_t start = 0;
-    for (Py_ssize_t i = 0; i < n && !*bad; i += 16) {
-        __m128i c = _mm_loadu_si128((const __m128i *)(p + i));
-        __m128i newline = _mm_cmpeq_epi8(c, _mm_set1_epi8('\n'));
-        /* signed: bytes >= 128 are below 32 too */
-        __m128i control = _mm_andnot_si128(_mm_or_si128(newline, _mm_cmpeq_epi8(c, _mm_set1_epi8('\t'))),
-                                           _mm_cmplt_epi8(c, _mm_set1_epi8(32)));
-        odd = _mm_or_si128(odd, _mm_or_si128(control, _mm_cmpeq_epi8(c, _mm_set1_epi8(127))));
-        for (unsigned m = (unsigned)_mm_movemask_epi8(newline); m; m &= m - 1) {
+    for (Py_ssize_t i = 0; i < n && !*bad; i += 32) {
+        __m128i c0 = _mm_loadu_si128((const __m128i *)(p + i)), c1 = _mm_loadu_si128((const __m128i *)(p + i + 16));
+        __m128i newline0 = _mm_cmpeq_epi8(c0, _mm_set1_epi8('\n')), newline1 = _mm_cmpeq_epi8(c1, _mm_set1_epi8('\n'));
+        odd = _mm_or_si128(odd, _mm_or_si128(odd_bytes(c0, newline0), odd_bytes(c1, newline1)));
+        uint32_t m = (uint32_t)_mm_movemask_epi8(newline0) | (uint32_t)_mm_movemask_epi8(newline1) << 16;
+        for (; m; m &= m - 1) {
             Py_ssize_t end = i + __builtin_ctz(m);
             *bad |= bad_line(p + start, end - start, max_line_bytes);
             ++*lines;
@@ -285,7 +290,7 @@ static PyObject *count_clean_lines(PyObject *self, PyObject *args) {
     Py_ssize_t n = buf.len, lines = 0, pos = 0;
     int bad = n == 0 || p[n - 1] != '\n';
 #ifdef USE_SSE2
-    if (!bad) pos = clean_lines_sse2(p, n & ~(Py_ssize_t)15, max_line_bytes, &lines, &bad);
+    if (!bad) pos = clean_lines_sse2(p, n & ~(Py_ssize_t)31, max_line_bytes, &lines, &bad);
 #endif
     while (!bad && pos < n) {
         const unsigned char *L = p + pos;
@@ -306,12 +311,14 @@ static PyObject *count_clean_lines(PyObject *self, PyObject *args) {
 static Py_ssize_t count_lines(const unsigned char *p, Py_ssize_t n) {
     Py_ssize_t lines = 0, i = 0;
 #ifdef USE_SSE2
-    /* per-byte counts in 8-bit lanes, summed into 64-bit ones before they can wrap */
+    /* per-byte counts in 8-bit lanes (4 a step), summed into 64-bit ones before they can wrap */
     __m128i total = _mm_setzero_si128();
-    while (i + 16 <= n) {
+    const __m128i newline = _mm_set1_epi8('\n');
+    while (i + 64 <= n) {
         __m128i counts = _mm_setzero_si128();
-        for (int k = 0; k < 255 && i + 16 <= n; k++, i += 16)
-            counts = _mm_sub_epi8(counts, _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(p + i)), _mm_set1_epi8('\n')));
+        for (int k = 0; k < 255 / 4 && i + 64 <= n; k++, i += 64)
+            for (int c = 0; c < 64; c += 16)
+                counts = _mm_sub_epi8(counts, _mm_cmpeq_epi8(_mm_loadu_si128((const __m128i *)(p + i + c)), newline));
         total = _mm_add_epi64(total, _mm_sad_epu8(counts, _mm_setzero_si128()));
     }
     lines = (Py_ssize_t)_mm_cvtsi128_si64(total) + (Py_ssize_t)_mm_cvtsi128_si64(_mm_unpackhi_epi64(total, total));
