@@ -548,56 +548,74 @@ static unsigned char line_bits(const unsigned char *L, Py_ssize_t len, unsigned 
 #define EQ(v, c) _mm_cmpeq_epi8((v), SPLAT(c))
 #define TAG(cond, bit) _mm_and_si128((cond), SPLAT(bit))
 
+/* What line_bits_sse2 sees in the 16 bytes at q: the HAS_ bits (and MAY_HOLD_ID for "0x" and the
+ * dashes) of each byte, where "0x" starts, and the hex characters and newlines as masks */
+typedef struct {
+    __m128i bits, zero_x;
+    uint32_t hex, newlines;
+} Chunk;
+
+static inline Chunk chunk_bits(const unsigned char *q, __m128i n0, __m128i n1) {
+    Chunk k;
+    __m128i c = _mm_loadu_si128((const __m128i *)q), before = _mm_loadu_si128((const __m128i *)(q - 1)),
+            after = _mm_loadu_si128((const __m128i *)(q + 1));
+    __m128i lower = _mm_or_si128(c, SPLAT(0x20));
+    /* signed compares: bytes >= 128 are below every bound here */
+    __m128i nonzero_digit_before = _mm_and_si128(_mm_cmpgt_epi8(before, SPLAT('0')), _mm_cmplt_epi8(before, SPLAT('9' + 1)));
+    __m128i v = TAG(_mm_and_si128(nonzero_digit_before, EQ(lower, 'x')), HAS_DIGIT_X);
+    v = _mm_or_si128(v, TAG(_mm_and_si128(EQ(before, ']'), _mm_and_si128(EQ(c, ':'), EQ(after, '['))), HAS_COLON_BRACKET));
+    v = _mm_or_si128(v, TAG(EQ(c, '<'), HAS_LT));
+    v = _mm_or_si128(v, TAG(_mm_and_si128(_mm_cmpeq_epi8(c, n0), _mm_cmpeq_epi8(after, n1)), HAS_NODE_START));
+    __m128i dashes = _mm_and_si128(EQ(c, '-'), _mm_and_si128(EQ(_mm_loadu_si128((const __m128i *)(q + 5)), '-'),
+                                                              EQ(_mm_loadu_si128((const __m128i *)(q + 10)), '-')));
+    k.zero_x = _mm_and_si128(EQ(c, '0'), EQ(after, 'x'));
+    k.bits = _mm_or_si128(v, TAG(_mm_or_si128(k.zero_x, dashes), MAY_HOLD_ID));
+    __m128i digit = _mm_and_si128(_mm_cmpgt_epi8(c, SPLAT('0' - 1)), _mm_cmplt_epi8(c, SPLAT('9' + 1)));
+    __m128i letter = _mm_and_si128(_mm_cmpgt_epi8(lower, SPLAT('a' - 1)), _mm_cmplt_epi8(lower, SPLAT('f' + 1)));
+    k.hex = (uint32_t)_mm_movemask_epi8(_mm_or_si128(digit, letter));
+    k.newlines = (uint32_t)_mm_movemask_epi8(EQ(c, '\n'));
+    return k;
+}
+
 /* The line at L: its length, and line_bits | (may_hold_id ? MAY_HOLD_ID : 0) in one pass of
- * 16-byte chunks that also finds the newline (the scalar path takes three passes over the line).
- * Reads from L - 1 (the previous line's newline: the caller passes no block's first line) to 25
- * bytes past a chunk's start; -1 when that would pass `end` before the line ends (the scalar path
+ * 32-byte steps that also finds the newline (the scalar path takes three passes over the line).
+ * Reads from L - 1 (the previous line's newline: the caller passes no block's first line) to 41
+ * bytes past a step's start; -1 when that would pass `end` before the line ends (the scalar path
  * then takes the line). The dash test may look past the line's end: a needless pre_mask call, never
  * a different skeleton.
  *
  * id_from: where the first run of 8 hex characters or "0x" starts (the line's length if none); no
  * id starts before it (a uuid and a hex word start with such a run, the other hex form with "0x").
- * A run is seen in the first chunk whose window (it and the chunk before) holds all its 8 bytes, so
+ * A run is seen in the first step whose window (it and the step before) holds all its 8 bytes, so
  * the first run seen is the earliest. */
-static int line_bits_sse2(const unsigned char *L, const unsigned char *end, unsigned char n0, unsigned char n1,
+static int line_bits_sse2(const unsigned char *L, const unsigned char *end, unsigned char node0, unsigned char node1,
                           Py_ssize_t *len, Py_ssize_t *id_from) {
     const __m128i positions = _mm_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m128i n0 = SPLAT(node0), n1 = SPLAT(node1);
     __m128i acc = _mm_setzero_si128();
-    uint32_t hex_before = 0; /* the previous chunk's, below the current one's */
+    uint64_t hex_before = 0; /* the previous step's, below the current one's */
     int run8 = 0;
     Py_ssize_t first = PY_SSIZE_T_MAX; /* the first 8-hex run or "0x" */
-    for (Py_ssize_t j = 0;; j += 16) {
-        if (end - (L + j) < 26) return -1;
-        const unsigned char *q = L + j;
-        __m128i c = _mm_loadu_si128((const __m128i *)q), before = _mm_loadu_si128((const __m128i *)(q - 1)),
-                after = _mm_loadu_si128((const __m128i *)(q + 1));
-        unsigned newlines = (unsigned)_mm_movemask_epi8(EQ(c, '\n'));
-        int stop = newlines ? __builtin_ctz(newlines) : 16;
-        __m128i lower = _mm_or_si128(c, SPLAT(0x20));
-        /* signed compares: bytes >= 128 are below every bound here */
-        __m128i nonzero_digit_before = _mm_and_si128(_mm_cmpgt_epi8(before, SPLAT('0')), _mm_cmplt_epi8(before, SPLAT('9' + 1)));
-        __m128i v = TAG(_mm_and_si128(nonzero_digit_before, EQ(lower, 'x')), HAS_DIGIT_X);
-        v = _mm_or_si128(v, TAG(_mm_and_si128(EQ(before, ']'), _mm_and_si128(EQ(c, ':'), EQ(after, '['))), HAS_COLON_BRACKET));
-        v = _mm_or_si128(v, TAG(EQ(c, '<'), HAS_LT));
-        v = _mm_or_si128(v, TAG(_mm_and_si128(EQ(c, n0), EQ(after, n1)), HAS_NODE_START));
-        __m128i dashes = _mm_and_si128(EQ(c, '-'), _mm_and_si128(EQ(_mm_loadu_si128((const __m128i *)(q + 5)), '-'),
-                                                                  EQ(_mm_loadu_si128((const __m128i *)(q + 10)), '-')));
-        __m128i zero_x = _mm_and_si128(EQ(c, '0'), EQ(after, 'x'));
-        v = _mm_or_si128(v, TAG(_mm_or_si128(zero_x, dashes), MAY_HOLD_ID));
-        if (newlines) v = _mm_and_si128(v, _mm_cmplt_epi8(positions, SPLAT(stop)));
-        acc = _mm_or_si128(acc, v);
-        /* the hex mask of this chunk above the previous one's: runs across the chunk boundary are seen */
-        uint32_t valid = newlines ? (1u << stop) - 1 : 0xFFFF;
-        __m128i digit = _mm_and_si128(_mm_cmpgt_epi8(c, SPLAT('0' - 1)), _mm_cmplt_epi8(c, SPLAT('9' + 1)));
-        __m128i letter = _mm_and_si128(_mm_cmpgt_epi8(lower, SPLAT('a' - 1)), _mm_cmplt_epi8(lower, SPLAT('f' + 1)));
-        uint32_t hex = (uint32_t)_mm_movemask_epi8(_mm_or_si128(digit, letter)) & valid;
-        uint32_t run = hex << 16 | hex_before; /* bit i: a run of hex characters from i on, 2, 4, then 8 long */
+    for (Py_ssize_t j = 0;; j += 32) {
+        if (end - (L + j) < 42) return -1;
+        Chunk a = chunk_bits(L + j, n0, n1), b = chunk_bits(L + j + 16, n0, n1);
+        uint32_t newlines = a.newlines | b.newlines << 16, valid = 0xFFFFFFFFu;
+        int stop = 32;
+        if (newlines) { /* the last step: what follows the newline is the next line's */
+            stop = __builtin_ctz(newlines);
+            valid = (1u << stop) - 1;
+            a.bits = _mm_and_si128(a.bits, _mm_cmplt_epi8(positions, SPLAT(stop)));
+            b.bits = _mm_and_si128(b.bits, _mm_cmplt_epi8(positions, SPLAT(stop - 16)));
+        }
+        acc = _mm_or_si128(acc, _mm_or_si128(a.bits, b.bits));
+        uint64_t hex = (uint64_t)((a.hex | b.hex << 16) & valid);
+        uint64_t run = hex << 32 | hex_before; /* bit i: a run of hex characters from i on, 2, 4, then 8 long */
         run &= run >> 1;
         run &= run >> 2;
         run &= run >> 4;
         run8 |= run != 0;
-        if (run && first == PY_SSIZE_T_MAX) first = j - 16 + __builtin_ctz(run); /* the earliest: see above */
-        unsigned zero_xs = (unsigned)_mm_movemask_epi8(zero_x) & valid;
+        if (run && first == PY_SSIZE_T_MAX) first = j - 32 + __builtin_ctzll(run); /* the earliest: see above */
+        uint32_t zero_xs = ((uint32_t)_mm_movemask_epi8(a.zero_x) | (uint32_t)_mm_movemask_epi8(b.zero_x) << 16) & valid;
         if (zero_xs && j + __builtin_ctz(zero_xs) < first) first = j + __builtin_ctz(zero_xs);
         hex_before = hex;
         if (newlines) {

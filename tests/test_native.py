@@ -190,9 +190,10 @@ def test_short_node_names_that_fill_a_line(node):
     assert table.skeletons[np.frombuffer(ids, dtype=np.int32)[0]] == expected
 
 
-# The C code reads lines 16 bytes at a time (with looks 1 byte back and up to 10 ahead), the block
-# 16 bytes at a time, and takes lines near a block's end, and its first line, the byte-by-byte way:
-# the tests below put every kind of byte the scanner looks for at every offset around those edges.
+# The C code reads lines in 16-byte chunks, two a step (with looks 1 byte back and up to 10 ahead),
+# and blocks 16 to 64 bytes a step; it takes lines near a block's end, and its first line, the
+# byte-by-byte way: the tests below put every kind of byte the scanner looks for at every offset
+# around those edges.
 
 EDGE_TOKENS = ID_TOKENS + ["]:[", "5x", "9X", "0x", "<", "gpu-node-7", "gp", "2024-05-01 10:00:00,5", "a-bcde-fghi-j"]
 
