@@ -294,7 +294,7 @@ def test_scan_times_at_chunk_edges(seed, monkeypatch):
 
 @needs_native
 def test_scan_counts_lines_past_a_byte_counter_wrap():
-    # newlines are counted in 8-bit lanes, 16 bytes at a time: a block of them overflows a lane
+    # newlines are counted in 8-bit lanes, 64 bytes a step: a block of them overflows a lane
     for size in (4079, 4080, 4096, 4097, 9000):
         starts, ids, *_ = mod.scan(b"\n" * size, None, mod.SkeletonTable(), True)
         assert len(ids) == size * 4 and len(starts) == (size + 1) * 8
