@@ -240,6 +240,70 @@ def test_an_id_line_whose_skeleton_lacks_what_markers_need_matches_no_marker(nod
             checked += 1
             assert may_match_marker(skeleton.replace("<NODE>", node.translate(DIGITS_STR)), clauses, zeroed=True), text
     assert checked > 200
+# The C code reads lines in 16-byte chunks, two a step (with looks 1 byte back and up to 10 ahead),
+# and blocks 16 to 64 bytes a step; it takes lines near a block's end, and its first line, the
+# byte-by-byte way: the tests below put every kind of byte the scanner looks for at every offset
+# around those edges.
+
+EDGE_TOKENS = ID_TOKENS + ["]:[", "5x", "9X", "0x", "<", "gpu-node-7", "gp", "2024-05-01 10:00:00,5", "a-bcde-fghi-j"]
+
+
+def _expected_skeleton(text: str, node: str | None, zero_digit_x: bool, pre_mask: bool) -> str:
+    keep_digits = not zero_digit_x and re.search(r"[1-9][xX]", text)
+    if node is not None:
+        text = text.replace(node, "<NODE>")
+    if pre_mask:
+        text = _python_pre_mask(text)
+    return text if keep_digits else text.translate(DIGITS_STR)
+
+
+def _edge_lines(rng: random.Random, count: int) -> list:
+    lines = []
+    for _ in range(count):
+        pad = "a" * rng.randint(0, 40)  # moves the token across chunk boundaries
+        sep = rng.choice([" ", "", "=", "-", ":"])
+        text = pad + sep + sep.join(rng.choice(EDGE_TOKENS) for _ in range(rng.randint(1, 3)))
+        lines.append(text[: rng.randint(1, 80)] if rng.random() < 0.3 else text)
+    return [ln for ln in lines if ln.strip()]
+
+
+@needs_native
+@pytest.mark.parametrize("node", [None, "gpu-node-7", "gp"])
+@pytest.mark.parametrize("zero_digit_x", [False, True])
+@pytest.mark.parametrize("pre_mask", [False, True])
+def test_scan_at_chunk_and_block_edges(node, zero_digit_x, pre_mask):
+    rng = random.Random(f"{node}{zero_digit_x}{pre_mask}")
+    table = mod.SkeletonTable()
+    for _ in range(60):
+        lines = _edge_lines(rng, rng.randint(1, 30))
+        if not lines:
+            continue
+        block = ("\n".join(lines) + "\n").encode()
+        starts, ids, _, _, flags = mod.scan(block, None if node is None else node.encode(), table, zero_digit_x,
+                                            pre_mask)
+        assert list(native.ScannedLines(block, np.frombuffer(starts, dtype=np.int64))) == lines
+        for text, sid, flag in zip(lines, np.frombuffer(ids, dtype=np.int32).tolist(), flags):
+            expected = _expected_skeleton(text, node, zero_digit_x, pre_mask)
+            assert table.skeletons[sid] == expected, text
+            assert bool(flag & mod.FLAG_LITERAL_NODE) == ("<NODE>" in text)
+            if pre_mask:
+                unmasked = _expected_skeleton(text, node, zero_digit_x, False)
+                assert bool(flag & mod.FLAG_PRE_MASKED) == (expected != unmasked), text
+
+
+@needs_native
+@pytest.mark.parametrize("length", [15, 16, 17, 31, 32, 33, 47, 48, 63, 64, 65])
+def test_scan_lines_of_chunk_lengths(length):
+    # each kind of token ending exactly at, one before and one past a 16-byte boundary
+    table = mod.SkeletonTable()
+    for token in EDGE_TOKENS:
+        for shift in range(-2, 3):
+            head = "b" * max(length - len(token) + shift, 0)
+            lines = [head + token, token + head, "q" * length, head + token]
+            block = ("\n".join(lines) + "\n").encode()
+            _, ids, _, _, _ = mod.scan(block, b"gpu-node-7", table, False, True)
+            got = [table.skeletons[i] for i in np.frombuffer(ids, dtype=np.int32).tolist()]
+            assert got == [_expected_skeleton(t, "gpu-node-7", False, True) for t in lines], lines
 
 
 @needs_native
@@ -274,3 +338,88 @@ def test_a_piece_that_cannot_overlap_an_id_survives_in_the_skeleton(seed):
         assert piece.translate(DIGITS_STR) in skeleton, (piece, node, text)
         checked += 1
     assert checked > 500
+
+
+@needs_native
+@pytest.mark.parametrize("seed", range(3))
+def test_scan_times_at_chunk_edges(seed, monkeypatch):
+    # "]:[" moves lines from the ISO test to TimestampParser, at any offset; a short line is read
+    # as if followed by newlines. The flags must be numpy's masks themselves: TimestampParser often
+    # reads a line to the same time either way.
+    masks = {}
+    resolve = BulkTimes.resolve
+
+    def spy(out, iso, maybe, y, texts, parser):
+        masks.update(iso=iso.tolist(), maybe=maybe.tolist())
+        return resolve(out, iso, maybe, y, texts, parser)
+
+    monkeypatch.setattr(BulkTimes, "resolve", staticmethod(spy))
+    rng = random.Random(seed)
+    stamps = ["2024-05-01 10:00:00,5 ", "[2024-05-01T10:00:00.25] ", "E0216 10:00:00.5 ", "May 3 ", "Mayday "]
+    for _ in range(30):
+        lines = []
+        for _ in range(rng.randint(1, 20)):
+            stamp = rng.choice(stamps)
+            if rng.random() < 0.3:  # cut short, so that the line ends inside the parts line_time reads
+                lines.append(stamp[: rng.randint(1, len(stamp))].strip() or "x")
+                continue
+            lines.append(stamp + "c" * rng.randint(0, 40) + rng.choice(["]:[", "]:", ":[", "] :[", ""]) + " end")
+        block = ("\n".join(lines) + "\n").encode()
+        expected = BulkTimes().compute(lines, TimestampParser(), block)
+        _, _, times, years, flags = mod.scan(block, None, mod.SkeletonTable(), True)
+        flags = np.frombuffer(flags, dtype=np.uint8)
+        iso = (flags & mod.FLAG_ISO) != 0
+        hard = (flags & mod.FLAG_HARD) != 0
+        assert iso.tolist() == masks["iso"] and hard.tolist() == masks["maybe"], lines
+        got = BulkTimes.resolve(np.frombuffer(times, dtype=np.float64).copy(), iso, hard,
+                                np.frombuffer(years, dtype=np.int32), lines, TimestampParser())
+        np.testing.assert_array_equal(got, expected)
+
+
+@needs_native
+def test_scan_counts_lines_past_a_byte_counter_wrap():
+    # newlines are counted in 8-bit lanes, 64 bytes a step: a block of them overflows a lane
+    for size in (4079, 4080, 4096, 4097, 9000):
+        starts, ids, *_ = mod.scan(b"\n" * size, None, mod.SkeletonTable(), True)
+        assert len(ids) == size * 4 and len(starts) == (size + 1) * 8
+
+
+@needs_native
+def test_clean_check_at_every_offset():
+    # one odd byte, blank or empty line at each position across several 16-byte chunks
+    rng = random.Random(5)
+    for size in (15, 16, 17, 40, 100):
+        lines = ["w" * rng.randint(1, 20) for _ in range(size // 5 + 1)]
+        base = ("\n".join(lines) + "\n").encode()
+        for at in range(len(base)):
+            for odd in (b"\x01", b"\x7f", b"\xc3", b"\t", b"\r", b"\n", b" \n", b"\n \t"):
+                block = base[:at] + odd + base[at:]
+                count = mod.count_clean_lines(block, 1000)
+                parts = _clean_parts(block, 1000)
+                if block.isascii() and block.endswith(b"\n"):
+                    assert count == (-1 if parts is None else len(parts)), (block, count)
+                else:
+                    assert count == -1
+    long = ("\n".join(["y" * 250, "z" * 251, "y"]) + "\n").encode()
+    assert mod.count_clean_lines(long, 1004) == 3  # 251 * 4 bytes: just short enough
+    assert mod.count_clean_lines(long, 1003) == -1
+
+
+@needs_native
+@pytest.mark.parametrize("node", ["g", "gp", "gpu", "gpu-n", "gpu-node-7", "gpu-node-7-long-name", "deadbeef12", "n0x1f",
+                                  "12345678", "ab-0x"])
+def test_pre_mask_after_node_names_of_every_length(node):
+    # scan looks for ids from where the line's first id could start, moved by the "<NODE>"s before it;
+    # node names that hold (part of) an id themselves cover that place
+    rng = random.Random(node)
+    table = mod.SkeletonTable()
+    pieces = [node, node, "0x1", "0xa", "deadbeef12", "f114b259-2e1a-8b3c-4d5e-0123456789ab", "x", "7", "ab"]
+    for _ in range(200):
+        lines = ["padding line " + "p" * rng.randint(0, 20)]  # so that the lines below are not a block's first
+        for _ in range(rng.randint(1, 8)):
+            lines.append("".join(rng.choice(pieces) + rng.choice([" ", "", "=", "-", ":"]) for _ in range(rng.randint(1, 6))))
+        lines.append("q" * 30)  # nor its last
+        block = ("\n".join(lines) + "\n").encode()
+        _, ids, *_ = mod.scan(block, node.encode(), table, True, True)
+        got = [table.skeletons[i] for i in np.frombuffer(ids, dtype=np.int32).tolist()]
+        assert got == [_expected_skeleton(t, node, True, True) for t in lines]
