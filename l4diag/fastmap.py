@@ -352,23 +352,17 @@ class Folder(SlowFolder):
             cands = range(n)
         else:
             cands = candidate_lines(self.marker_re, "\n".join(texts))
-        plan_for = batch.plan_for if markers.plans is not None else None
-        for i in cands:
-            t = times[i]
-            before = (ctx.iteration, ctx.stage)
-            t = None if t != t else float(t)
-            text = texts[i]
-            known = plan_for(i) if plan_for is not None else None
-            if known is not None:  # where the body starts and the plan, from the line's skeleton
-                offset, plan = known
-                ctx.observe_with_plan(text[offset:], plan, t, base_seq + i + 1, markers, (display, linenos[i]),
-                                      bool(exact[i]))
+        if len(cands):
+            rows = cands if isinstance(cands, list) else list(cands)
+            at = np.array(rows, dtype=np.intp)
+            if batch.plan_for is not None and markers.plans is not None:
+                bodies, plans = batch.plan_for(at)
             else:
-                ctx.observe(line_body(text), t, base_seq + i + 1, markers, (display, linenos[i]), bool(exact[i]))
-            after = (ctx.iteration, ctx.stage)
-            if after != before:
+                bodies, plans = [line_body(texts[i]) for i in rows], None
+            for i, state in ctx.observe_rows(rows, bodies, plans, times[at].tolist(), exact[at].tolist(), base_seq,
+                                             display, linenos, markers):
                 change_at.append(i)
-                change_state.append(after)
+                change_state.append(state)
 
         # stage runs: [start, end, stage]
         runs = []
@@ -450,26 +444,36 @@ class Folder(SlowFolder):
         batch.plan_for = self._plan_lookup(ids, flags, texts, scanned)
         return batch
 
-    def _plan_lookup(self, ids: np.ndarray, flags: np.ndarray, texts, scanned: _ScannedStream):
-        """``i -> (body offset, LinePlan)`` for the lines of a scanned block, or None for a line to
-        observe the usual way (a literal ``<NODE>``, or ids the scanner masked). Both are functions
-        of the line's zeroed text (``line_body`` cuts a digit-blind timestamp; plans are keyed by
-        zeroed text), which within a stream is a function of its skeleton: worked out once per
-        skeleton and stream."""
+    def _plan_lookup(self, ids: np.ndarray, flags: np.ndarray, texts: native.ScannedLines, scanned: _ScannedStream):
+        """``rows -> (bodies, plans)`` for lines of a scanned block: each line's body (``line_body``)
+        and LinePlan, the plan None for a line to observe the usual way (a literal ``<NODE>``, or ids
+        the scanner masked). Where the body starts and the plan are functions of the line's zeroed
+        text (``line_body`` cuts a digit-blind timestamp; plans are keyed by zeroed text), which
+        within a stream is a function of its skeleton: worked out once per skeleton and stream."""
         cache = scanned.plans
         markers = self.observe_markers
         own_way = self.native.FLAG_LITERAL_NODE | self.native.FLAG_PRE_MASKED
+        raw, starts = texts.raw, texts.starts
 
-        def plan_for(i: int):
-            if flags[i] & own_way:
-                return None
-            sid = int(ids[i])
-            known = cache.get(sid)
-            if known is None:
-                text = texts[i]
-                body = line_body(text)
-                known = cache[sid] = (len(text) - len(body), markers.plan_of(body))
-            return known
+        def plan_for(rows: np.ndarray) -> tuple:
+            bodies, plans = [], []
+            # ScannedLines[i] is raw[starts[i]:starts[i + 1] - 1] (ASCII): a body is read from raw directly
+            begins, ends = starts[rows].tolist(), (starts[rows + 1] - 1).tolist()
+            for sid, own, begin, end in zip(ids[rows].tolist(), (flags[rows] & own_way).tolist(), begins, ends):
+                if own:
+                    bodies.append(line_body(raw[begin:end].decode("ascii")))
+                    plans.append(None)
+                    continue
+                known = cache.get(sid)
+                if known is None:
+                    text = raw[begin:end].decode("ascii")
+                    body = line_body(text)
+                    known = cache[sid] = (len(text) - len(body), markers.plan_of(body))
+                offset, plan = known
+                # a line that changes nothing is not decoded (observe_rows does not read its body)
+                bodies.append(raw[begin + offset:end].decode("ascii") if plan.kind != "none" else None)
+                plans.append(plan)
+            return bodies, plans
 
         return plan_for
 
