@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass, field
+from itertools import repeat
 
 from .model import IterationMark, MetricPoint, StageChange
 from .rules import METRICS, RuleSet
@@ -314,35 +315,35 @@ class Context:
     def observe_rows(self, rows: list, bodies: list, plans: list | None, times: list, exact: list, base_seq: int,
                      file: str, linenos, markers: Markers) -> list:
         """``observe`` of the lines ``rows`` of a batch, in order: ``bodies`` (after ``line_body``),
-        ``plans`` (each line's ``markers.plan_of(body)``, None where unknown), ``times`` (nan: none)
-        and ``exact`` are per row, ``linenos`` and the line's seq ``base_seq + row + 1`` per batch index.
-        Returns ``(row, (iteration, stage))`` for each line that changed the iteration or the stage.
+        ``plans`` (each line's ``markers.plan_of(body)``; None, or a list without them: observed the
+        usual way), ``times`` (nan: none) and ``exact`` are per row, ``linenos`` and the line's seq
+        ``base_seq + row + 1`` per batch index. Returns ``(row, (iteration, stage))`` for each line
+        that changed the iteration or the stage.
 
         One call per batch instead of one per line: the marker lines of a training log are mostly
         iteration lines, tens of thousands of them in a large run."""
         changes = []
-        for k, row in enumerate(rows):
-            t = times[k]
+        per_row = zip(rows, bodies, plans if plans is not None else repeat(None), times, exact)
+        for row, body, plan, t, line_exact in per_row:
             if t != t:
                 t = None
             iteration, stage = self.iteration, self.stage
-            plan = plans[k] if plans is not None else None
             if plan is None:
-                self.observe(bodies[k], t, base_seq + row + 1, markers, (file, linenos[row]), exact[k])
+                self.observe(body, t, base_seq + row + 1, markers, (file, linenos[row]), line_exact)
             else:
-                self.change_time = t if exact[k] else None
+                self.change_time = t if line_exact else None
                 reads = plan.reads
-                # a line that changes nothing has no body to read (it may be None)
-                if plan.kind != "none" and (reads is None or not self._read_iteration(
-                        bodies[k], reads, t, base_seq + row + 1, (file, linenos[row]))):
-                    self._apply_plan(bodies[k], plan, t, base_seq + row + 1, markers, (file, linenos[row]))
+                if reads is None or not self._read_iteration(body, reads, t, base_seq + row + 1, file, linenos[row]):
+                    if plan.kind != "none":  # a line that changes nothing has no body to read (it may be None)
+                        self._apply_plan(body, plan, t, base_seq + row + 1, markers, (file, linenos[row]))
             if self.iteration != iteration or self.stage != stage:
                 changes.append((row, (self.iteration, self.stage)))
         return changes
 
-    def _apply_plan(self, text: str, plan: LinePlan, time: float | None, seq: int, markers: Markers, where: tuple) -> None:
+    def _apply_plan(self, text: str, plan: LinePlan, time: float | None, seq: int, markers: Markers,
+                    where: tuple) -> None:
         if plan.kind == "iteration":
-            if plan.reads is None or not self._read_iteration(text, plan.reads, time, seq, where):
+            if plan.reads is None or not self._read_iteration(text, plan.reads, time, seq, where[0], where[1]):
                 self._apply_iteration(text, _span_text(text, plan.iter_span), time, seq, markers, where, plan)
         elif plan.kind == "stage":
             self.has_stage_markers = True
@@ -380,7 +381,7 @@ class Context:
         self.metrics.append(point)
 
 
-    def _read_iteration(self, text: str, reads: tuple, time: float | None, seq: int, where: tuple) -> bool:
+    def _read_iteration(self, text: str, reads: tuple, time: float | None, seq: int, file: str, line: int) -> bool:
         """``_apply_iteration`` of a line with a compiled plan (``compile_reads``), False (having done
         nothing) when its ``iter`` group reads no number: the same marks and point, built directly."""
         iter_at, digits, loss, grad_norm, loss_scale, iter_time, skips = reads
@@ -393,12 +394,12 @@ class Context:
                 self.log_interval = step
         self.iteration = iteration
         self.has_stage_markers = True
-        file = where[0]
         if self.stage != "train":
             self._enter("train", seq, file)
         # tuple.__new__: IterationMark(iteration, time, file, seq) without its Python-level __new__
         self.iterations_seen.append(_new_tuple(IterationMark, (iteration, time, file, seq, False)))
-        # MetricPoint's fields set in declaration order, as its __init__ would (a third of the cost)
+        # MetricPoint's fields stored in declaration order, as its __init__ would: calling that __init__
+        # (a Python function of eleven arguments) costs more than the stores themselves
         point = _new_object(MetricPoint)
         point.iteration = iteration
         point.time = time
@@ -413,7 +414,7 @@ class Context:
                 point.skipped = True
                 break
         point.file = file
-        point.line = where[1]
+        point.line = line
         point.text = text
         self.metrics.append(point)
         return True

@@ -15,7 +15,7 @@ markers, one ``Occurrence`` per line) is replaced by work per block of lines (~4
   same ``lines.TS_RE``) and numpy (epoch arithmetic, year carried forward from the last full
   date like ``TimestampParser``); blocks with non-ASCII lines use ``TimestampParser`` per line.
 * **context** — one search per block with an alternation of the iteration and stage markers
-  finds the few candidate lines; only they go through ``Context.observe`` (in order, with their
+  finds the few candidate lines; only they go through ``Context.observe_rows`` (in order, with their
   times), and the iteration/stage of any other line is looked up from the changes they made.
 * **occurrences** — only the first and the last line of each key per stage run of a block is
   materialised; everything else is a count.
@@ -358,7 +358,8 @@ class Folder(SlowFolder):
             if batch.plan_for is not None and markers.plans is not None:
                 bodies, plans = batch.plan_for(at)
             else:
-                bodies, plans = [line_body(texts[i]) for i in rows], None
+                bodies = [line_body(texts[i]) for i in rows]
+                plans = None if markers.plans is None else list(map(markers.plan_of, bodies))
             for i, state in ctx.observe_rows(rows, bodies, plans, times[at].tolist(), exact[at].tolist(), base_seq,
                                              display, linenos, markers):
                 change_at.append(i)
@@ -446,10 +447,10 @@ class Folder(SlowFolder):
 
     def _plan_lookup(self, ids: np.ndarray, flags: np.ndarray, texts: native.ScannedLines, scanned: _ScannedStream):
         """``rows -> (bodies, plans)`` for lines of a scanned block: each line's body (``line_body``)
-        and LinePlan, the plan None for a line to observe the usual way (a literal ``<NODE>``, or ids
-        the scanner masked). Where the body starts and the plan are functions of the line's zeroed
-        text (``line_body`` cuts a digit-blind timestamp; plans are keyed by zeroed text), which
-        within a stream is a function of its skeleton: worked out once per skeleton and stream."""
+        and LinePlan. Where the body starts and the plan are functions of the line's zeroed text
+        (``line_body`` cuts a digit-blind timestamp; plans are keyed by zeroed text), which within a
+        stream is a function of its skeleton: worked out once per skeleton and stream, except for a
+        line whose skeleton does not tell (a literal ``<NODE>``, or ids the scanner masked)."""
         cache = scanned.plans
         markers = self.observe_markers
         own_way = self.native.FLAG_LITERAL_NODE | self.native.FLAG_PRE_MASKED
@@ -460,9 +461,9 @@ class Folder(SlowFolder):
             # ScannedLines[i] is raw[starts[i]:starts[i + 1] - 1] (ASCII): a body is read from raw directly
             begins, ends = starts[rows].tolist(), (starts[rows + 1] - 1).tolist()
             for sid, own, begin, end in zip(ids[rows].tolist(), (flags[rows] & own_way).tolist(), begins, ends):
-                if own:
+                if own:  # plan_of in row order, as observing line by line would call it
                     bodies.append(line_body(raw[begin:end].decode("ascii")))
-                    plans.append(None)
+                    plans.append(markers.plan_of(bodies[-1]))
                     continue
                 known = cache.get(sid)
                 if known is None:
