@@ -457,24 +457,21 @@ class Folder(SlowFolder):
         raw, starts = texts.raw, texts.starts
 
         def plan_for(rows: np.ndarray) -> tuple:
-            bodies, plans = [], []
-            # ScannedLines[i] is raw[starts[i]:starts[i + 1] - 1] (ASCII): a body is read from raw directly
+            # ScannedLines[i] is raw[starts[i]:starts[i + 1] - 1] (ASCII): bodies are read from raw directly
             begins, ends = starts[rows].tolist(), (starts[rows + 1] - 1).tolist()
-            for sid, own, begin, end in zip(ids[rows].tolist(), (flags[rows] & own_way).tolist(), begins, ends):
-                if own:  # plan_of in row order, as observing line by line would call it
-                    bodies.append(line_body(raw[begin:end].decode("ascii")))
-                    plans.append(markers.plan_of(bodies[-1]))
-                    continue
-                known = cache.get(sid)
-                if known is None:
-                    text = raw[begin:end].decode("ascii")
+            sids, own = ids[rows].tolist(), (flags[rows] & own_way).tolist()
+            known = [None if o else cache.get(sid) for sid, o in zip(sids, own)]
+            for k in [k for k, kn in enumerate(known) if kn is None]:  # in row order, as line by line
+                kn = None if own[k] else cache.get(sids[k])  # an earlier row may have had this skeleton
+                if kn is None:
+                    text = raw[begins[k]:ends[k]].decode("ascii")
                     body = line_body(text)
-                    known = cache[sid] = (len(text) - len(body), markers.plan_of(body))
-                offset, plan = known
-                # a line that changes nothing is not decoded (observe_rows does not read its body)
-                bodies.append(raw[begin + offset:end].decode("ascii") if plan.kind != "none" else None)
-                plans.append(plan)
-            return bodies, plans
+                    kn = (len(text) - len(body), markers.plan_of(body))
+                    if not own[k]:
+                        cache[sids[k]] = kn
+                known[k] = kn
+            bodies = [raw[begin + kn[0]:end].decode("ascii") for begin, end, kn in zip(begins, ends, known)]
+            return bodies, [kn[1] for kn in known]
 
         return plan_for
 
