@@ -313,16 +313,16 @@ class Context:
         self._apply_plan(text, plan, time, seq, markers, where)
 
     def observe_rows(self, rows: list, bodies: list, plans: list | None, times: list, exact: list, base_seq: int,
-                     file: str, linenos, markers: Markers) -> list:
+                     file: str, linenos, markers: Markers) -> tuple[list, list]:
         """``observe`` of the lines ``rows`` of a batch, in order: ``bodies`` (after ``line_body``),
         ``plans`` (each line's ``markers.plan_of(body)``; None, or a list without them: observed the
         usual way), ``times`` (nan: none) and ``exact`` are per row, ``linenos`` and the line's seq
-        ``base_seq + row + 1`` per batch index. Returns ``(row, (iteration, stage))`` for each line
-        that changed the iteration or the stage.
+        ``base_seq + row + 1`` per batch index. Returns the rows that changed the iteration or the
+        stage, and ``(iteration, stage)`` after each.
 
         One call per batch instead of one per line: the marker lines of a training log are mostly
         iteration lines, tens of thousands of them in a large run."""
-        changes = []
+        changed, states = [], []
         per_row = zip(rows, bodies, plans if plans is not None else repeat(None), times, exact)
         for row, body, plan, t, line_exact in per_row:
             if t != t:
@@ -337,8 +337,9 @@ class Context:
                     if plan.kind != "none":  # a line that changes nothing has no body to read (it may be None)
                         self._apply_plan(body, plan, t, base_seq + row + 1, markers, (file, linenos[row]))
             if self.iteration != iteration or self.stage != stage:
-                changes.append((row, (self.iteration, self.stage)))
-        return changes
+                changed.append(row)
+                states.append((self.iteration, self.stage))
+        return changed, states
 
     def _apply_plan(self, text: str, plan: LinePlan, time: float | None, seq: int, markers: Markers,
                     where: tuple) -> None:

@@ -360,10 +360,10 @@ class Folder(SlowFolder):
             else:
                 bodies = [line_body(texts[i]) for i in rows]
                 plans = None if markers.plans is None else list(map(markers.plan_of, bodies))
-            for i, state in ctx.observe_rows(rows, bodies, plans, times[at].tolist(), exact[at].tolist(), base_seq,
-                                             display, linenos, markers):
-                change_at.append(i)
-                change_state.append(state)
+            changed, states = ctx.observe_rows(rows, bodies, plans, times[at].tolist(), exact[at].tolist(), base_seq,
+                                               display, linenos, markers)
+            change_at += changed
+            change_state += states
 
         # stage runs: [start, end, stage]
         runs = []

@@ -298,8 +298,8 @@ def _observe_both(markers, lines: list, batch: int):
             plan = planned.plan_of(text) if rng.random() < 0.9 else None  # None: a plan the caller does not know
             plans.append(plan)
             bodies.append(None if plan is not None and plan.kind == "none" else text)
-        for row, state in fast.observe_rows(rows, bodies, plans, times, exact, base_seq, "f", linenos, planned):
-            fast_changes.append((start, row, state))
+        changed, states = fast.observe_rows(rows, bodies, plans, times, exact, base_seq, "f", linenos, planned)
+        fast_changes += [(start, row, state) for row, state in zip(changed, states)]
     return slow, fast, slow_changes, fast_changes
 
 
