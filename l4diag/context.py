@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from itertools import repeat
 
 from .model import IterationMark, MetricPoint, StageChange
-from .rules import METRICS, RuleSet
+from .rules import RuleSet
 
 
 GLOBAL_FLAGS_RE = re.compile(r"^\(\?([aiLmsux]+)\)")
@@ -26,6 +26,8 @@ SKIPPED_DIGIT_RE = re.compile(r"number of skipped iterations:\s*[0-9]")
 DIGIT_TELLING_RE = re.compile(r"\(\?P=|\\[gk]<|\\N\{")
 # an iteration number of at most this many ASCII digits is exact as a float: int() reads it as int(float())
 EXACT_INT_DIGITS = 15
+# the metrics Context._read_iteration stores, in the order of its compiled reads (see compile_reads)
+READ_METRICS = ("loss", "grad_norm", "loss_scale", "iter_time")
 
 
 def _alternative(src: str) -> str:
@@ -192,18 +194,18 @@ def plan_line(text: str, markers: Markers) -> LinePlan:
 def compile_reads(text: str, iter_span: tuple, steps: tuple, skips: tuple) -> tuple | None:
     """What ``_apply_iteration`` reads from the lines of an iteration plan, decided once for all of them.
 
-    ``(iter slice, iter is 1-15 ASCII digits, then per metric of METRICS the slice its first rule
+    ``(iter slice, iter is 1-15 ASCII digits, then per metric of READ_METRICS the slice its first rule
     whose text ``float()`` takes reads it from (None: no rule's does), skip-count positions)``. This
     holds for every line of the plan: they differ from ``text`` only in ASCII digits, and replacing
     a digit by another keeps a text ``float()`` takes (or refuses) so. None when the lines must take
     the general way: no ``iter`` group (the iteration is the context's), a ``value`` group that took
-    no part in the match (``float(None)`` raises there), or a metric outside METRICS.
+    no part in the match (``float(None)`` raises there), or a metric outside READ_METRICS.
     """
     if iter_span[0] < 0:
         return None
     spans: dict = {}
     for metric, (a, b) in steps:
-        if metric not in METRICS:
+        if metric not in READ_METRICS:
             return None
         if metric in spans:  # an earlier rule read this metric: later ones are not looked at
             continue
@@ -213,7 +215,7 @@ def compile_reads(text: str, iter_span: tuple, steps: tuple, skips: tuple) -> tu
             spans[metric] = slice(a, b)
     value = text[iter_span[0]:iter_span[1]]
     digits = value.isascii() and value.isdigit() and len(value) <= EXACT_INT_DIGITS
-    return (slice(*iter_span), digits, *(spans.get(metric) for metric in METRICS), skips)
+    return (slice(*iter_span), digits, *(spans.get(metric) for metric in READ_METRICS), skips)
 
 
 def _iter_span(m) -> tuple:
@@ -306,12 +308,6 @@ class Context:
             # A time carried from an earlier line is only a lower bound: timeline.py places the change.
             self.stage_changes.append(StageChange(self.change_time, seq, stage, at, file))
 
-    def observe_with_plan(self, text: str, plan: LinePlan, time: float | None, seq: int, markers: Markers,
-                          where: tuple, exact: bool = True) -> None:
-        """``observe`` of a line whose plan the caller already knows (``markers.plan_of(text)``)."""
-        self.change_time = time if exact else None
-        self._apply_plan(text, plan, time, seq, markers, where)
-
     def observe_rows(self, rows: list, bodies: list, plans: list | None, times: list, exact: list, base_seq: int,
                      file: str, linenos, markers: Markers) -> tuple[list, list]:
         """``observe`` of the lines ``rows`` of a batch, in order: ``bodies`` (after ``line_body``),
@@ -380,7 +376,6 @@ class Context:
         point = _metrics(text, iteration, time, seq, markers, plan)
         point.file, point.line, point.text = where[0], where[1], text
         self.metrics.append(point)
-
 
     def _read_iteration(self, text: str, reads: tuple, time: float | None, seq: int, file: str, line: int) -> bool:
         """``_apply_iteration`` of a line with a compiled plan (``compile_reads``), False (having done

@@ -325,6 +325,26 @@ def test_batch_observe_through_plans_equals_line_by_line(which):
         assert [list(vars(p).items()) for p in fast.metrics].__repr__() == [list(vars(p).items()) for p in slow.metrics].__repr__()
 
 
+def test_float_takes_a_text_as_it_takes_its_digit_zeroed_text():
+    """What ``compile_reads`` relies on: whether float() takes a value is decided by its zeroed text."""
+    from l4diag.context import ZERO_DIGITS
+
+    rng = random.Random(4)
+    alphabet = "0123456789" * 3 + ".eE+-_ nainfINFty\u0661x"
+    for _ in range(20000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 8)))
+        zeroed = text.encode().translate(ZERO_DIGITS).decode()
+        assert _takes_float(text) == _takes_float(zeroed), text
+
+
+def _takes_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def test_compiled_plan_points_pickle_as_constructed_ones():
     import pickle
 
