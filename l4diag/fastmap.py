@@ -353,8 +353,8 @@ class Folder(SlowFolder):
         else:
             cands = candidate_lines(self.marker_re, "\n".join(texts))
         if len(cands):
-            rows = cands if isinstance(cands, list) else list(cands)
-            at = np.array(rows, dtype=np.intp)
+            at = np.asarray(cands, dtype=np.intp)
+            rows = at.tolist()  # Python ints whatever cands holds: rows make the seqs of the Partial
             if batch.plan_for is not None and markers.plans is not None:
                 bodies, plans = batch.plan_for(at)
             else:
