@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass, field
+from itertools import repeat
 
 from .model import IterationMark, MetricPoint, StageChange
 from .rules import RuleSet
@@ -23,6 +24,10 @@ SKIPPED_DIGIT_RE = re.compile(r"number of skipped iterations:\s*[0-9]")
 # what tells digits apart without writing one: named backreferences ("12" and "13" differ, their
 # zeroed texts do not) and named characters (\N{DIGIT ONE})
 DIGIT_TELLING_RE = re.compile(r"\(\?P=|\\[gk]<|\\N\{")
+# an iteration number of at most this many ASCII digits is exact as a float: int() reads it as int(float())
+EXACT_INT_DIGITS = 15
+# the metrics Context._read_iteration stores, in the order of its compiled reads (see compile_reads)
+READ_METRICS = ("loss", "grad_norm", "loss_scale", "iter_time")
 
 
 def _alternative(src: str) -> str:
@@ -156,7 +161,8 @@ class LinePlan:
     iteration it names, if any; ``metric_steps`` is
     ``(metric, value span)`` of each metric rule that matches, in rule order; ``skip_digits`` where
     the count of a "number of skipped iterations:" stands), "stage" (enters ``stage``) or "none".
-    The numbers themselves are read from each line.
+    The numbers themselves are read from each line. ``reads``: the same, compiled for an iteration
+    line (see ``compile_reads``); None when such lines take the general way.
     """
 
     kind: str
@@ -164,6 +170,7 @@ class LinePlan:
     metric_steps: tuple = ()
     skip_digits: tuple = ()
     stage: str = ""
+    reads: tuple | None = field(default=None, compare=False, repr=False)
 
 
 def plan_line(text: str, markers: Markers) -> LinePlan:
@@ -174,13 +181,41 @@ def plan_line(text: str, markers: Markers) -> LinePlan:
             if m:
                 steps = tuple((r.category, v.span("value")) for r in markers.metric_rules if (v := r.search(text)))
                 skips = tuple(d.end() - 1 for d in SKIPPED_DIGIT_RE.finditer(text))
-                return LinePlan("iteration", m.span("iter"), steps, skips)
+                span = m.span("iter")
+                return LinePlan("iteration", span, steps, skips, reads=compile_reads(text, span, steps, skips))
     if markers.stage_any is None or markers.stage_any.search(text):
         for rule in markers.stage_rules:
             m = rule.search(text)
             if m:
                 return LinePlan("stage", iter_span=_iter_span(m), stage=rule.category)
     return LinePlan("none")
+
+
+def compile_reads(text: str, iter_span: tuple, steps: tuple, skips: tuple) -> tuple | None:
+    """What ``_apply_iteration`` reads from the lines of an iteration plan, decided once for all of them.
+
+    ``(iter slice, iter is 1-15 ASCII digits, then per metric of READ_METRICS the slice its first rule
+    whose text ``float()`` takes reads it from (None: no rule's does), skip-count positions)``. This
+    holds for every line of the plan: they differ from ``text`` only in ASCII digits, and replacing
+    a digit by another keeps a text ``float()`` takes (or refuses) so. None when the lines must take
+    the general way: no ``iter`` group (the iteration is the context's), a ``value`` group that took
+    no part in the match (``float(None)`` raises there), or a metric outside READ_METRICS.
+    """
+    if iter_span[0] < 0:
+        return None
+    spans: dict = {}
+    for metric, (a, b) in steps:
+        if metric not in READ_METRICS:
+            return None
+        if metric in spans:  # an earlier rule read this metric: later ones are not looked at
+            continue
+        if a < 0:
+            return None
+        if _as_float(text[a:b]) is not None:
+            spans[metric] = slice(a, b)
+    value = text[iter_span[0]:iter_span[1]]
+    digits = value.isascii() and value.isdigit() and len(value) <= EXACT_INT_DIGITS
+    return (slice(*iter_span), digits, *(spans.get(metric) for metric in READ_METRICS), skips)
 
 
 def _iter_span(m) -> tuple:
@@ -273,15 +308,40 @@ class Context:
             # A time carried from an earlier line is only a lower bound: timeline.py places the change.
             self.stage_changes.append(StageChange(self.change_time, seq, stage, at, file))
 
-    def observe_with_plan(self, text: str, plan: LinePlan, time: float | None, seq: int, markers: Markers,
-                          where: tuple, exact: bool = True) -> None:
-        """``observe`` of a line whose plan the caller already knows (``markers.plan_of(text)``)."""
-        self.change_time = time if exact else None
-        self._apply_plan(text, plan, time, seq, markers, where)
+    def observe_rows(self, rows: list, bodies: list, plans: list | None, times: list, exact: list, base_seq: int,
+                     file: str, linenos, markers: Markers) -> tuple[list, list]:
+        """``observe`` of the lines ``rows`` of a batch, in order: ``bodies`` (after ``line_body``),
+        ``plans`` (each line's ``markers.plan_of(body)``; None, or a list without them: observed the
+        usual way), ``times`` (nan: none) and ``exact`` are per row, ``linenos`` and the line's seq
+        ``base_seq + row + 1`` per batch index. Returns the rows that changed the iteration or the
+        stage, and ``(iteration, stage)`` after each.
 
-    def _apply_plan(self, text: str, plan: LinePlan, time: float | None, seq: int, markers: Markers, where: tuple) -> None:
+        One call per batch instead of one per line: the marker lines of a training log are mostly
+        iteration lines, tens of thousands of them in a large run."""
+        changed, states = [], []
+        per_row = zip(rows, bodies, plans if plans is not None else repeat(None), times, exact)
+        for row, body, plan, t, line_exact in per_row:
+            if t != t:
+                t = None
+            iteration, stage = self.iteration, self.stage
+            if plan is None:
+                self.observe(body, t, base_seq + row + 1, markers, (file, linenos[row]), line_exact)
+            else:
+                self.change_time = t if line_exact else None
+                reads = plan.reads
+                if reads is None or not self._read_iteration(body, reads, t, base_seq + row + 1, file, linenos[row]):
+                    if plan.kind != "none":  # a line that changes nothing has no body to read (it may be None)
+                        self._apply_plan(body, plan, t, base_seq + row + 1, markers, (file, linenos[row]))
+            if self.iteration != iteration or self.stage != stage:
+                changed.append(row)
+                states.append((self.iteration, self.stage))
+        return changed, states
+
+    def _apply_plan(self, text: str, plan: LinePlan, time: float | None, seq: int, markers: Markers,
+                    where: tuple) -> None:
         if plan.kind == "iteration":
-            self._apply_iteration(text, _span_text(text, plan.iter_span), time, seq, markers, where, plan)
+            if plan.reads is None or not self._read_iteration(text, plan.reads, time, seq, where[0], where[1]):
+                self._apply_iteration(text, _span_text(text, plan.iter_span), time, seq, markers, where, plan)
         elif plan.kind == "stage":
             self.has_stage_markers = True
             self._enter(plan.stage, seq, where[0], _as_int(_span_text(text, plan.iter_span)))
@@ -316,6 +376,48 @@ class Context:
         point = _metrics(text, iteration, time, seq, markers, plan)
         point.file, point.line, point.text = where[0], where[1], text
         self.metrics.append(point)
+
+    def _read_iteration(self, text: str, reads: tuple, time: float | None, seq: int, file: str, line: int) -> bool:
+        """``_apply_iteration`` of a line with a compiled plan (``compile_reads``), False (having done
+        nothing) when its ``iter`` group reads no number: the same marks and point, built directly."""
+        iter_at, digits, loss, grad_norm, loss_scale, iter_time, skips = reads
+        iteration = int(text[iter_at]) if digits else _as_int(text[iter_at])
+        if iteration is None:
+            return False
+        if self.iteration is not None and iteration > self.iteration:
+            step = iteration - self.iteration
+            if self.log_interval is None or step < self.log_interval:
+                self.log_interval = step
+        self.iteration = iteration
+        self.has_stage_markers = True
+        if self.stage != "train":
+            self._enter("train", seq, file)
+        # tuple.__new__: IterationMark(iteration, time, file, seq) without its Python-level __new__
+        self.iterations_seen.append(_new_tuple(IterationMark, (iteration, time, file, seq, False)))
+        # MetricPoint's fields stored in declaration order, as its __init__ would: calling that __init__
+        # (a Python function of eleven arguments) costs more than the stores themselves
+        point = _new_object(MetricPoint)
+        point.iteration = iteration
+        point.time = time
+        point.seq = seq
+        point.loss = None if loss is None else float(text[loss])
+        point.grad_norm = None if grad_norm is None else float(text[grad_norm])
+        point.loss_scale = None if loss_scale is None else float(text[loss_scale])
+        point.iter_time = None if iter_time is None else float(text[iter_time])
+        point.skipped = False
+        for at in skips:
+            if text[at] != "0":  # the plan found a digit there: 1-9 means iterations were skipped
+                point.skipped = True
+                break
+        point.file = file
+        point.line = line
+        point.text = text
+        self.metrics.append(point)
+        return True
+
+
+_new_tuple = tuple.__new__
+_new_object = object.__new__
 
 
 def _as_int(value: str | None) -> int | None:

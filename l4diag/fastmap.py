@@ -15,7 +15,7 @@ markers, one ``Occurrence`` per line) is replaced by work per block of lines (~4
   same ``lines.TS_RE``) and numpy (epoch arithmetic, year carried forward from the last full
   date like ``TimestampParser``); blocks with non-ASCII lines use ``TimestampParser`` per line.
 * **context** — one search per block with an alternation of the iteration and stage markers
-  finds the few candidate lines; only they go through ``Context.observe`` (in order, with their
+  finds the few candidate lines; only they go through ``Context.observe_rows`` (in order, with their
   times), and the iteration/stage of any other line is looked up from the changes they made.
 * **occurrences** — only the first and the last line of each key per stage run of a block is
   materialised; everything else is a count.
@@ -442,23 +442,18 @@ class Folder(SlowFolder):
             cands = range(n)
         else:
             cands = candidate_lines(self.marker_re, "\n".join(texts))
-        plan_for = batch.plan_for if markers.plans is not None else None
-        for i in cands:
-            t = times[i]
-            before = (ctx.iteration, ctx.stage)
-            t = None if t != t else float(t)
-            text = texts[i]
-            known = plan_for(i) if plan_for is not None else None
-            if known is not None:  # where the body starts and the plan, from the line's skeleton
-                offset, plan = known
-                ctx.observe_with_plan(text[offset:], plan, t, base_seq + i + 1, markers, (display, linenos[i]),
-                                      bool(exact[i]))
+        if len(cands):
+            at = np.asarray(cands, dtype=np.intp)
+            rows = at.tolist()  # Python ints whatever cands holds: rows make the seqs of the Partial
+            if batch.plan_for is not None and markers.plans is not None:
+                bodies, plans = batch.plan_for(at)
             else:
-                ctx.observe(line_body(text), t, base_seq + i + 1, markers, (display, linenos[i]), bool(exact[i]))
-            after = (ctx.iteration, ctx.stage)
-            if after != before:
-                change_at.append(i)
-                change_state.append(after)
+                bodies = [line_body(texts[i]) for i in rows]
+                plans = None if markers.plans is None else list(map(markers.plan_of, bodies))
+            changed, states = ctx.observe_rows(rows, bodies, plans, times[at].tolist(), exact[at].tolist(), base_seq,
+                                               display, linenos, markers)
+            change_at += changed
+            change_state += states
 
         # stage runs: [start, end, stage]
         runs = []
@@ -542,26 +537,33 @@ class Folder(SlowFolder):
         batch.plan_for = self._plan_lookup(ids, flags, texts, scanned)
         return batch
 
-    def _plan_lookup(self, ids: np.ndarray, flags: np.ndarray, texts, scanned: _ScannedStream):
-        """``i -> (body offset, LinePlan)`` for the lines of a scanned block, or None for a line to
-        observe the usual way (a literal ``<NODE>``, or ids the scanner masked). Both are functions
-        of the line's zeroed text (``line_body`` cuts a digit-blind timestamp; plans are keyed by
-        zeroed text), which within a stream is a function of its skeleton: worked out once per
-        skeleton and stream."""
+    def _plan_lookup(self, ids: np.ndarray, flags: np.ndarray, texts: native.ScannedLines, scanned: _ScannedStream):
+        """``rows -> (bodies, plans)`` for lines of a scanned block: each line's body (``line_body``)
+        and LinePlan. Where the body starts and the plan are functions of the line's zeroed text
+        (``line_body`` cuts a digit-blind timestamp; plans are keyed by zeroed text), which within a
+        stream is a function of its skeleton: worked out once per skeleton and stream, except for a
+        line whose skeleton does not tell (a literal ``<NODE>``, or ids the scanner masked)."""
         cache = scanned.plans
         markers = self.observe_markers
         own_way = self.native.FLAG_LITERAL_NODE | self.native.FLAG_PRE_MASKED
+        raw, starts = texts.raw, texts.starts
 
-        def plan_for(i: int):
-            if flags[i] & own_way:
-                return None
-            sid = int(ids[i])
-            known = cache.get(sid)
-            if known is None:
-                text = texts[i]
-                body = line_body(text)
-                known = cache[sid] = (len(text) - len(body), markers.plan_of(body))
-            return known
+        def plan_for(rows: np.ndarray) -> tuple:
+            # ScannedLines[i] is raw[starts[i]:starts[i + 1] - 1] (ASCII): bodies are read from raw directly
+            begins, ends = starts[rows].tolist(), (starts[rows + 1] - 1).tolist()
+            sids, own = ids[rows].tolist(), (flags[rows] & own_way).tolist()
+            known = [None if o else cache.get(sid) for sid, o in zip(sids, own)]
+            for k in [k for k, kn in enumerate(known) if kn is None]:  # in row order, as line by line
+                kn = None if own[k] else cache.get(sids[k])  # an earlier row may have had this skeleton
+                if kn is None:
+                    text = raw[begins[k]:ends[k]].decode("ascii")
+                    body = line_body(text)
+                    kn = (len(text) - len(body), markers.plan_of(body))
+                    if not own[k]:
+                        cache[sids[k]] = kn
+                known[k] = kn
+            bodies = [raw[begin + kn[0]:end].decode("ascii") for begin, end, kn in zip(begins, ends, known)]
+            return bodies, [kn[1] for kn in known]
 
         return plan_for
 

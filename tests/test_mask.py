@@ -222,6 +222,211 @@ def test_planned_observe_equals_line_by_line():
     assert len(planned.plans) < 1500  # shapes repeat: most lines were observed through a cached plan
 
 
+def _custom_markers():
+    """Digit-blind marker rules whose groups take any text: metric values that are not numbers (or
+    empty), an optional ``iter`` group, a stage marker naming an iteration."""
+    import regex
+
+    from l4diag.context import Markers
+    from l4diag.rules import Rule
+
+    def rule(kind: str, category: str, src: str) -> Rule:
+        return Rule(kind, "r", category, regex.compile(src), "", "")
+
+    return Markers(
+        iteration_rules=[rule("iterations", "x", r"\bit[ =](?P<iter>\S+)"),
+                         rule("iterations", "y", r"\bstep(?: (?P<iter>[-+.\d]+))? \|")],
+        stage_rules=[rule("stages", "checkpoint_save", r"saving at (?P<iter>\S+)"), rule("stages", "shutdown", r"\bbye\b")],
+        metric_rules=[rule("metrics", "loss", r"\bloss[=:](?P<value>\S*)"), rule("metrics", "loss", r"\blm loss (?P<value>\S+)"),
+                      rule("metrics", "grad_norm", r"\bgn=(?P<value>[^ |]*)"), rule("metrics", "loss_scale", r"\bls=(?P<value>\S+)"),
+                      rule("metrics", "iter_time", r"\bms=(?P<value>\S+)")],
+    )
+
+
+def _odd_metric_lines(rng: random.Random, n: int) -> list:
+    """Lines for ``_custom_markers``: values float() refuses, nan/inf, iterations that are no integer,
+    too long for a float, or go backwards, several skip counts, metrics missing."""
+    def num() -> str:
+        return rng.choice(["1.5", "0", "17", "-2.5e-3", "nan", "inf", "-inf", "NaN", "1e999", "9" * 400, "abc", "1_0",
+                           "1__0", "", "0x1f", "1.2.3", "+3", "\u0661\u0662", "5e", ".5", "Infinity", f"{rng.random():.6E}"])
+
+    def it() -> str:
+        return rng.choice([str(rng.randint(0, 10**6)), str(rng.randint(0, 99)), "9" * 15, "9" * 16, "9" * 20, "1e5",
+                           "1.5", "nan", "abc", "9e999", "007", "-3", "\u0661\u0662", "9" * 400])
+
+    def skip() -> str:
+        return f"number of skipped iterations: {rng.randint(0, 3)}"
+
+    shapes = [
+        lambda: f"it {it()} | loss={num()} | gn={num()} | ls={num()} | ms={num()} | {skip()} |",
+        lambda: f"it={it()} lm loss {num()} loss:{num()} {skip()} {skip()}",
+        lambda: f"it {it()} | gn={num()} gn={num()} ms={num()}",
+        lambda: f"step | loss={num()} ms={num()}",
+        lambda: f"step {it()} | gn={num()}",
+        lambda: f"saving at {it()}",
+        lambda: "bye now",
+        lambda: f"nothing here {num()}",
+        lambda: f"it {it()}",
+    ]
+    return [rng.choice(shapes)() for _ in range(n)]
+
+
+def _observe_both(markers, lines: list, batch: int):
+    """Lines observed one by one without plans (``observe``), and a batch at a time through plans
+    (``Context.observe_rows``, as fastmap does): both contexts, and the changes each reported."""
+    from l4diag.context import Context
+
+    planned = markers.planned()
+    assert planned.plans is not None
+    rng = random.Random(len(lines))
+    slow, fast = Context(), Context()
+    slow_changes, fast_changes = [], []
+    for start in range(0, len(lines), batch):
+        chunk = lines[start:start + batch]
+        base_seq = 2 * start
+        rows = [2 * i + 1 for i in range(len(chunk))]  # candidates are some of the batch's lines
+        linenos = [1000 + base_seq + i for i in range(2 * len(chunk))]
+        times = [float("nan") if rng.random() < 0.2 else float(base_seq + r) for r in rows]
+        exact = [t == t and rng.random() < 0.8 for t in times]
+        plans, bodies = [], []
+        for i, (row, text) in enumerate(zip(rows, chunk)):
+            before = (slow.iteration, slow.stage)
+            t = times[i]
+            slow.observe(text, None if t != t else t, base_seq + row + 1, markers, ("f", linenos[row]), exact[i])
+            if (slow.iteration, slow.stage) != before:
+                slow_changes.append((start, row, (slow.iteration, slow.stage)))
+            plan = planned.plan_of(text) if rng.random() < 0.9 else None  # None: a plan the caller does not know
+            plans.append(plan)
+            bodies.append(None if plan is not None and plan.kind == "none" else text)
+        changed, states = fast.observe_rows(rows, bodies, plans, times, exact, base_seq, "f", linenos, planned)
+        fast_changes += [(start, row, state) for row, state in zip(changed, states)]
+    return slow, fast, slow_changes, fast_changes
+
+
+@pytest.mark.parametrize("which", ["builtin", "custom"])
+def test_batch_observe_through_plans_equals_line_by_line(which):
+    from l4diag.context import Markers
+
+    rng = random.Random(11)
+    if which == "builtin":
+        markers = Markers.from_rules(RULES)
+        lines = _iteration_lines(rng, 2000) + [
+            "global_step=9e999 train_loss=1.0", "global_step=1e5 train_loss=nan", "global_step=12.75 train_loss=inf",
+            f"iteration {'9' * 20}/ 10 | lm loss: 1.0 |", f"iteration {'9' * 16}/ 10 | lm loss: 1.0 |",
+            "iteration 5/ 10 | lm loss: 1.0 |", "iteration 3/ 10 | lm loss: 2.0 |"]
+    else:
+        markers = _custom_markers()
+        lines = _odd_metric_lines(rng, 3000)
+    for batch in (1, 7, 300):
+        slow, fast, slow_changes, fast_changes = _observe_both(markers, lines, batch)
+        assert repr(asdict(fast)) == repr(asdict(slow))  # repr: nan compares unequal to itself
+        assert fast_changes == slow_changes
+        # points built field by field hold their fields as MetricPoint() does, in the same order
+        assert [list(vars(p).items()) for p in fast.metrics].__repr__() == [list(vars(p).items()) for p in slow.metrics].__repr__()
+
+
+def test_float_takes_a_text_as_it_takes_its_digit_zeroed_text():
+    """What ``compile_reads`` relies on: whether float() takes a value is decided by its zeroed text."""
+    from l4diag.context import ZERO_DIGITS
+
+    rng = random.Random(4)
+    alphabet = "0123456789" * 3 + ".eE+-_ nainfINFty\u0661x"
+    for _ in range(20000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 8)))
+        zeroed = text.encode().translate(ZERO_DIGITS).decode()
+        assert _takes_float(text) == _takes_float(zeroed), text
+
+
+def _takes_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def test_compiled_plan_points_pickle_as_constructed_ones():
+    import pickle
+
+    from l4diag.context import Context, Markers
+    from l4diag.model import MetricPoint
+
+    planned = Markers.from_rules(RULES).planned()
+    text = "iteration 12/ 100 | elapsed time per iteration (ms): 12.5 | lm loss: 7.5E+00 | loss scale: 1024.0 | grad norm: nan |"
+    plan = planned.plan_of(text)
+    assert plan.reads is not None
+    ctx = Context()
+    ctx.observe_rows([0], [text], [plan], [5.0], [True], 0, "f", [7], planned)
+    built = MetricPoint(12, 5.0, 1, 7.5, float("nan"), 1024.0, 12.5, False, "f", 7, text)
+    assert repr(ctx.metrics) == repr([built])
+    assert pickle.dumps(ctx.metrics[0]) == pickle.dumps(built)
+
+
+def test_a_metric_group_that_took_no_part_is_not_compiled():
+    """``float(None)`` raises on such a line in the reference: the plan leaves it to the general way."""
+    import regex
+
+    from l4diag.context import Context
+    from l4diag.rules import Rule
+
+    markers = _custom_markers()
+    markers.metric_rules = [Rule("metrics", "r", "loss_scale", regex.compile(r"\bls(?:=(?P<value>\d+))?\b"), "", "")]
+    planned = markers.planned()
+    plan = planned.plan_of("it 5 ls")
+    assert plan.kind == "iteration" and plan.reads is None
+    for observe in (lambda: Context().observe("it 5 ls", 1.0, 1, markers),
+                    lambda: Context().observe_rows([0], ["it 5 ls"], [plan], [1.0], [True], 0, "f", [1], planned)):
+        with pytest.raises(TypeError):
+            observe()
+
+
+def _iteration_log(rng: random.Random, n: int) -> bytes:
+    """A Megatron-like log: iteration lines of many widths (many plans in one batch), nan/inf and
+    missing metrics, skipped iterations, an iteration that goes back (a restart), other lines between."""
+    out = []
+    iteration = 1
+    for i in range(n):
+        r = rng.random()
+        ts = f"2024-05-01 10:{i // 600 % 60:02d}:{i // 10 % 60:02d},{rng.randint(0, 999):03d} " if rng.random() < 0.9 else ""
+        if r < 0.6:
+            iteration = rng.randint(1, iteration) if rng.random() < 0.03 else iteration + rng.choice([1, 1, 10, 100])
+            loss = rng.choice([f"{rng.random() * 10:.6E}", "nan", "inf", "-inf", "NaN", f"{rng.random():.3f}"])
+            metrics = [f"elapsed time per iteration (ms): {rng.uniform(1, 99999):.{rng.randint(0, 3)}f}",
+                       f"lm loss: {loss}", f"loss scale: {2 ** rng.randint(0, 20)}.0", f"grad norm: {rng.random() * 10:.3f}",
+                       f"number of skipped iterations: {rng.choice([0, 0, 0, 1, 12])}"]
+            kept = [m for m in metrics if rng.random() < 0.9]
+            out.append(f"{ts}[INFO] iteration {iteration:>{rng.randint(1, 9)}}/ {rng.randint(1, 10**6):>8} | "
+                       + " | ".join(kept) + " |")
+        elif r < 0.65:
+            out.append(f"{ts}global_step={rng.choice([str(iteration), f'{iteration}.0', '9e999', '1e5'])} train_loss={rng.random():.4f}")
+        elif r < 0.7:
+            out.append(f"{ts}saving checkpoint at iteration {iteration} to /ckpt")
+        else:
+            out.append(f"{ts}INFO some other line {rng.randint(0, 10**6)}")
+    return ("\n".join(out) + "\n").encode()
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_fast_equals_reference_on_iteration_lines(tmp_path, monkeypatch, path):
+    monkeypatch.setattr(lines_mod, "READ_BLOCK", 16384)  # many batches, the context carried between them
+    use_path(monkeypatch, path)
+    log = tmp_path / "gpu-node-01.log"
+    log.write_bytes(_iteration_log(random.Random(7), 4000))
+    slow, fast = fold_both(log)
+    assert _nan_named(fast) == _nan_named(slow)
+
+
+def _nan_named(value):
+    """``value`` with every nan float (unequal to itself, also in a list or dict) replaced by "nan"."""
+    if isinstance(value, float) and value != value:
+        return "nan"
+    if isinstance(value, dict):
+        return {k: _nan_named(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_nan_named(v) for v in value]
+    return value
+
+
 def test_digit_blind_refuses_rules_that_tell_digits_apart():
     import regex
 
