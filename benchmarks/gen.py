@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import heapq
 import os
 import random
+import shutil
 from datetime import datetime, timedelta
 
 START = datetime(2024, 5, 1, 10, 0, 0)
@@ -93,7 +95,39 @@ def write_run(out: str, lines: int, nodes: int, seed: int = 7) -> dict:
     return {"lines": total_lines, "bytes": total_bytes, "nodes": nodes, "culprit": f"gpu-node-{culprit:03d}"}
 
 
+LAYOUTS = ("per-node", "one-file", "combined")
+
+
+def write_layout(out: str, lines: int, nodes: int, layout: str = "per-node", seed: int = 7) -> dict:
+    """``write_run`` in one of LAYOUTS: a file per node; one node's lines in one file (``nodes``
+    ignored); or every node's lines in one combined file, ``host: `` prefixed, in time order."""
+    if layout == "per-node":
+        return write_run(out, lines, nodes, seed)
+    if layout == "one-file":
+        return write_run(out, lines, 1, seed)
+    parts = os.path.join(out, "per-node")
+    info = write_run(parts, lines, nodes, seed)
+    names = sorted(os.listdir(parts))
+    with open(os.path.join(out, "combined.log"), "w", encoding="utf-8") as fh:
+        for _, _, line in heapq.merge(*(_timed(os.path.join(parts, n)) for n in names), key=lambda e: e[:2]):
+            fh.write(line)
+    shutil.rmtree(parts)
+    return {**info, "bytes": os.path.getsize(os.path.join(out, "combined.log"))}
+
+
+def _timed(path: str):
+    """``(time key, node, prefixed line)`` per line of a node's file; an untimed line keeps the time before it."""
+    host = os.path.basename(path)[: -len(".log")]
+    key = ""
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            stamp = line.lstrip("[")[:23]
+            if stamp[:4].isdigit():
+                key = stamp
+            yield key, host, f"{host}: {line}"
+
+
 if __name__ == "__main__":
     import sys
 
-    print(write_run(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])))
+    print(write_layout(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), *(sys.argv[4:5] or ["per-node"])))

@@ -1,6 +1,7 @@
 """Throughput and memory of `l4diag diagnose` against plain drain3 and shell baselines.
 
     PYTHONPATH=. python benchmarks/throughput.py --lines 2000000 --nodes 128 [--out DIR | --run DIR]
+                                                [--layout per-node|one-file|combined]
                                                 [--growth] [--drain-sample 200000]
 
 Run by hand (not in the tests). Prints lines/s of each contender, ratios and peak RSS.
@@ -24,7 +25,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 
-from gen import write_run  # noqa: E402
+from gen import LAYOUTS, write_layout, write_run  # noqa: E402
 
 
 def tree_rss_kb(pid: int) -> tuple:
@@ -141,7 +142,9 @@ def main() -> None:
     ap.add_argument("--lines", type=int, default=5_000_000)
     ap.add_argument("--nodes", type=int, default=128)
     ap.add_argument("--out", help="where to write the generated run (default: a temp dir, removed after)")
-    ap.add_argument("--run", help="use this existing run (a directory of *.log, one per node)")
+    ap.add_argument("--run", help="use this existing run (a directory of *.log)")
+    ap.add_argument("--layout", choices=LAYOUTS, default="per-node",
+                    help="of the generated run: a file per node, one node's file, or one combined file")
     ap.add_argument("--drain-sample", type=int, default=200_000)
     ap.add_argument("--growth", action="store_true", help="also run 1x and 4x of --lines/4 for the RSS growth")
     ap.add_argument("--skip-drain", action="store_true")
@@ -152,8 +155,8 @@ def main() -> None:
         run = args.run
     else:
         run = args.out or (tmp := tempfile.mkdtemp(prefix="l4bench-"))
-        print(f"generating {args.lines} lines over {args.nodes} nodes in {run} ...", flush=True)
-        print(write_run(run, args.lines, args.nodes))
+        print(f"generating {args.lines} lines over {args.nodes} nodes ({args.layout}) in {run} ...", flush=True)
+        print(write_layout(run, args.lines, args.nodes, args.layout))
     try:
         files = files_of(run)
         nbytes = sum(os.path.getsize(f) for f in files)
