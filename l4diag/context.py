@@ -365,17 +365,22 @@ class Context:
             point.file, point.line, point.text = where[0], where[1], text
             self.metrics.append(point)
             return
+        self._advance(iteration)
+        self._enter("train", seq, where[0])
+        self.iterations_seen.append(IterationMark(iteration, time, where[0], seq))
+        point = _metrics(text, iteration, time, seq, markers, plan)
+        point.file, point.line, point.text = where[0], where[1], text
+        self.metrics.append(point)
+
+    def _advance(self, iteration: int) -> None:
+        """Go to a logged iteration; the step from the one before counts towards ``log_interval``
+        (no step from an unknown one: see chunks.py)."""
         if self.iteration is not None and iteration > self.iteration:
             step = iteration - self.iteration
             if self.log_interval is None or step < self.log_interval:
                 self.log_interval = step
         self.iteration = iteration
         self.has_stage_markers = True
-        self._enter("train", seq, where[0])
-        self.iterations_seen.append(IterationMark(iteration, time, where[0], seq))
-        point = _metrics(text, iteration, time, seq, markers, plan)
-        point.file, point.line, point.text = where[0], where[1], text
-        self.metrics.append(point)
 
     def _read_iteration(self, text: str, reads: tuple, time: float | None, seq: int, file: str, line: int) -> bool:
         """``_apply_iteration`` of a line with a compiled plan (``compile_reads``), False (having done
@@ -384,12 +389,7 @@ class Context:
         iteration = int(text[iter_at]) if digits else _as_int(text[iter_at])
         if iteration is None:
             return False
-        if self.iteration is not None and iteration > self.iteration:
-            step = iteration - self.iteration
-            if self.log_interval is None or step < self.log_interval:
-                self.log_interval = step
-        self.iteration = iteration
-        self.has_stage_markers = True
+        self._advance(iteration)
         if self.stage != "train":
             self._enter("train", seq, file)
         # tuple.__new__: IterationMark(iteration, time, file, seq) without its Python-level __new__
