@@ -72,7 +72,7 @@ class ChunkSpec:
 
 @dataclass
 class ChunkResult:
-    partial: Partial
+    partial: Partial | None  # None: the chunk could not be read (the stream is folded whole, which reports why)
     stats: LineStats  # the chunk's reading counts, accounted once for the whole stream
     ends: dict  # node -> NodeEnd
     year: int | None  # the chunk's guessed year
@@ -174,8 +174,11 @@ def map_chunk(chunk: ChunkSpec, rules: RuleSet, options: MapOptions) -> ChunkRes
 
     before = Counter(TIMED_OUT)
     folder = Folder(rules, options)
-    stats = folder.fold_range(chunk.spec.path, chunk.spec.display, chunk.node, chunk.kind, chunk.start, chunk.end,
-                              chunk.year)
+    try:
+        stats = folder.fold_range(chunk.spec.path, chunk.spec.display, chunk.node, chunk.kind, chunk.start, chunk.end,
+                                  chunk.year)
+    except Exception:  # noqa: BLE001 - e.g. the file changed since it was cut: fold_spec will say what is wrong
+        return ChunkResult(None, LineStats(), {}, chunk.year)
     folder.partial.accounting.warnings.extend(timeout_warnings(TIMED_OUT - before))
     return ChunkResult(folder.partial, stats, folder.node_ends, chunk.year)
 
@@ -191,6 +194,8 @@ class _Before:
 def join_chunks(results: list, display: str, max_line_bytes: int) -> Partial | None:
     """The Partial of the whole stream from its chunks' results, in order; None when the stream
     must be folded whole (see the module docstring)."""
+    if any(r.partial is None for r in results):
+        return None
     out = Partial()
     nodes: dict = {}  # node -> _Before
     stats = LineStats()

@@ -214,3 +214,16 @@ def test_a_chunk_that_guessed_the_wrong_year_is_folded_whole(tmp_path):
     assert joined is None
     got = run_diagnosis([str(log)], RunOptions(jobs=2, chunk_bytes=3000))
     assert _report(got) == _report(run_diagnosis([str(log)], RunOptions(jobs=1)))
+
+
+def test_a_chunk_that_cannot_be_read_leaves_the_stream_to_the_whole_fold(tmp_path, monkeypatch):
+    log = tmp_path / "gpu-node-3.log"
+    log.write_text("\n".join(node_log(random.Random(6), 800)) + "\n")
+    spec = discover([str(log)], None).streams[0]
+    plan = chunks.plan_chunks(spec, 3000)
+    log.unlink()  # gone between the cut and the fold
+    results = [chunks.map_chunk(c, RULES, MapOptions()) for c in plan]
+    assert chunks.join_chunks(results, spec.display, MapOptions().max_line_bytes) is None
+    partial = map_stream(spec, RULES, MapOptions())
+    assert any("cannot read" in w for w in partial.accounting.warnings)
+    assert partial.accounting.inputs_skipped["unreadable"] == 1
