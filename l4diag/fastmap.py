@@ -357,28 +357,29 @@ class Folder(SlowFolder):
         _, _, first_lineno, raw, count = item
         lines = raw.split(b"\n")
         lines.pop()  # the block ends with a line end
-        per_node: dict = {}
-        last, kind = demux.last, demux.kind
-        for i, line in enumerate(lines):
-            j = line.find(b": ")
-            key = line[: j + 3] if j >= 0 else line
-            known = prefixes.get(key)
-            if known is None:
-                if len(prefixes) >= MAX_SKELETON_CACHE:
-                    prefixes.clear()
-                _, node, rest = split_prefix(key.decode("ascii"), kind)
-                known = prefixes[key] = (node, len(key) - len(rest))
-            node, cut = known
-            if node is None:
-                node = last or demux.fallback
+        keys = [line[: j + 3] if (j := line.find(b": ")) >= 0 else line for line in lines]
+        missing = set(keys).difference(prefixes)
+        if len(prefixes) + len(missing) > MAX_SKELETON_CACHE:  # bounded, as the skeleton caches
+            prefixes.clear()
+            missing = set(keys)
+        for key in missing:
+            _, node, rest = split_prefix(key.decode("ascii"), demux.kind)
+            prefixes[key] = (node, len(key) - len(rest))
+        decided = [prefixes[key] for key in keys]
+        nodes = [node for node, _ in decided]
+        last = demux.last or demux.fallback
+        for i in [i for i, node in enumerate(nodes) if node is None]:  # no prefix: the node of the line before
+            nodes[i] = nodes[i - 1] if i else last
+        rows: dict = {}
+        for i, node in enumerate(nodes):
+            at = rows.get(node)
+            if at is None:
+                rows[node] = [i]
             else:
-                line = line[cut:]
-            last = node
-            entry = per_node.get(node)
-            if entry is None:
-                entry = per_node[node] = ([], [])
-            entry[0].append(line)
-            entry[1].append(first_lineno + i)
+                at.append(i)
+        per_node = {node: ([lines[i][decided[i][1]:] for i in at], [first_lineno + i for i in at])
+                    for node, at in rows.items()}
+        last = nodes[-1] if nodes else demux.last
         blocks = {node: b"\n".join(parts) + b"\n" for node, (parts, _) in per_node.items()}
         if any(self.native.count_clean_lines(b, self.options.max_line_bytes) < 0 for b in blocks.values()):
             return False
