@@ -34,17 +34,19 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from . import baseline as baseline_mod
-from .diagnosis import DiagnoseOptions, diagnose
 from .lines import collapse_warnings, no_usable_input_message
 from .mask import MapOptions, map_stream
 from .model import Diagnosis, Partial
-from .rules import TIMED_OUT, RuleSet, load_rules, timeout_warnings
+from .rules import DIAGNOSIS_KINDS, TIMED_OUT, RuleSet, load_rules, timeout_warnings
 from .sources import InputError, discover
-from .templates import build_templates
+
+# The diagnosis and its modules (drain3, scoring) are imported while the workers map
+# (``_prepare_diagnosis``), not before the pool forks.
 
 
 @dataclass
@@ -81,8 +83,12 @@ def _worker_map(args: tuple) -> list:
     return [map_stream(spec, _WORKER_RULES, map_options) for spec in specs]
 
 
-def map_all(paths: list, options: RunOptions, rules: RuleSet) -> Partial:
-    """Discover inputs and fold every stream into one merged Partial."""
+def map_all(paths: list, options: RunOptions, rules: RuleSet, while_mapping: Callable[[], None] | None = None) -> Partial:
+    """Discover inputs and fold every stream into one merged Partial.
+
+    ``while_mapping`` is called once, in this process, when the workers have their first streams
+    and before this process maps its own: work that only needs doing later overlaps the map there.
+    """
     found = discover(paths, options.node_regex, max_member_bytes=options.max_decompressed_bytes,
                      max_total_bytes=options.max_total_decompressed_bytes,
                      follow_symlinks=options.follow_symlinks)
@@ -96,8 +102,10 @@ def map_all(paths: list, options: RunOptions, rules: RuleSet) -> Partial:
     parts: list = [None] * len(specs)
     progress = _Progress(options, len(specs))
     if jobs > 1 and len(pooled) > 1:
-        _map_shared(specs, min(jobs, len(pooled)), options, rules, map_options, parts, progress)
+        _map_shared(specs, min(jobs, len(pooled)), options, rules, map_options, parts, progress, while_mapping)
     else:
+        if while_mapping is not None:
+            while_mapping()
         for i, spec in enumerate(specs):
             parts[i] = map_stream(spec, rules, map_options)
             progress.one_done()
@@ -120,7 +128,7 @@ class _Progress:
 
 
 def _map_shared(specs: list, jobs: int, options: RunOptions, rules: RuleSet, map_options: MapOptions, parts: list,
-                progress: _Progress) -> None:
+                progress: _Progress, while_mapping: Callable[[], None] | None = None) -> None:
     """Map ``specs`` into ``parts`` (same order) with ``jobs - 1`` worker processes and this one.
 
     This process maps too instead of waiting: one process fewer (each holds ~150 MB of interpreter,
@@ -132,6 +140,9 @@ def _map_shared(specs: list, jobs: int, options: RunOptions, rules: RuleSet, map
     (5-7 ms a task, 128 streams of 2M lines) waiting between tasks. So a worker gets a few streams
     per task, fewer as the work runs out (guided scheduling, so the processes still finish
     together). What is left between tasks is mostly pickling the Partials (2-5 ms a stream).
+
+    ``while_mapping`` runs once the workers have tasks; the dynamic scheduling gives them more of
+    the streams to make up for the time this process spends on it.
     """
     _prepare_workers(rules, options.rule_files)
     sizes = {i: _stream_size(s) for i, s in enumerate(specs) if s.path != "-"}
@@ -156,6 +167,10 @@ def _map_shared(specs: list, jobs: int, options: RunOptions, rules: RuleSet, map
                 running[pool.submit(_worker_map, args)] = task
 
         feed()
+        if while_mapping is not None:
+            while_mapping()
+            collect(block=False)
+            feed()
         for i in here_only:
             parts[i] = map_stream(specs[i], rules, map_options)
             progress.one_done()
@@ -207,15 +222,29 @@ def check_usable(partial: Partial) -> None:
         raise InputError(no_usable_input_message(acct))
 
 
-def run_diagnosis(paths: list, options: RunOptions) -> Diagnosis:
-    """The whole pipeline for ``l4diag diagnose``."""
+def _prepare_diagnosis(rules: RuleSet, then: Callable[[], None] | None) -> None:
+    """What only the diagnosis needs, done while the workers map: its rules compiled, its modules
+    imported; then the caller's own preparation."""
+    rules.prepare(DIAGNOSIS_KINDS)
+    from . import diagnosis, templates  # noqa: F401 - imported now for their load time
+
+    if then is not None:
+        then()
+
+
+def run_diagnosis(paths: list, options: RunOptions, while_mapping: Callable[[], None] | None = None) -> Diagnosis:
+    """The whole pipeline for ``l4diag diagnose``; ``while_mapping``: the caller's work to overlap
+    the map (see ``map_all``), such as importing its report renderer."""
     timings = {}
     t0 = time.perf_counter()
     rules = load_rules(options.rule_files)
     base = baseline_mod.load(options.baseline) if options.baseline else None
-    partial = map_all(paths, options, rules)
+    partial = map_all(paths, options, rules, lambda: _prepare_diagnosis(rules, while_mapping))
     timings["map"] = time.perf_counter() - t0
     check_usable(partial)
+    from .diagnosis import DiagnoseOptions, diagnose
+    from .templates import build_templates
+
     t1 = time.perf_counter()
     templates = build_templates(partial)
     timings["templates"] = time.perf_counter() - t1
@@ -232,6 +261,8 @@ def run_diagnosis(paths: list, options: RunOptions) -> Diagnosis:
 
 def learn_baseline(paths: list, options: RunOptions, existing: str | None = None) -> baseline_mod.Baseline:
     """Fold healthy runs (one path per run) into a baseline."""
+    from .templates import build_templates
+
     rules = load_rules(options.rule_files)
     base = baseline_mod.load(existing) if existing else baseline_mod.Baseline()
     for path in paths:

@@ -74,3 +74,34 @@ def test_worker_tasks_shrink_as_the_work_runs_out():
     assert sorted(handed) == list(range(64)) and handed == sorted(handed)  # each once, largest first
     assert len(tasks[0]) > 1 and len(tasks[-1]) == 1  # a few streams a task at first, one at the end
     assert all(len(a) >= len(b) for a, b in zip(tasks, tasks[1:]))
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_while_mapping_runs_once_before_the_map_ends(tmp_path, jobs):
+    from l4diag.pipeline import map_all
+
+    path = write_layout(tmp_path / "run", "dir-per-node")
+    rules = load_rules([])
+    calls = []
+    progress = []
+    options = RunOptions(jobs=jobs, progress=lambda done, total: progress.append(done))
+    partial = map_all([str(path)], options, rules, while_mapping=lambda: calls.append(len(progress)))
+    assert len(calls) == 1 and calls[0] < len(progress)
+    assert canon(partial)[0] == canon(map_all([str(path)], RunOptions(jobs=jobs), load_rules([])))[0]
+
+
+def test_run_diagnosis_prepares_the_diagnosis_while_mapping(tmp_path, monkeypatch):
+    from l4diag import pipeline
+
+    path = write_layout(tmp_path / "run", "dir-per-node")
+    seen = []
+    real = pipeline._prepare_diagnosis
+
+    def spy(rules, then):
+        real(rules, then)
+        seen.append(set(rules._by_kind))
+
+    monkeypatch.setattr(pipeline, "_prepare_diagnosis", spy)
+    callers = []
+    run_diagnosis([str(path)], RunOptions(jobs=2), while_mapping=lambda: callers.append(1))
+    assert callers == [1] and len(seen) == 1 and {"faults", "collateral", "benign"} <= seen[0]
