@@ -116,18 +116,30 @@ def _maybe_spikes(values: np.ndarray, mads: float) -> np.ndarray:
         meds[i] = statistics.median(head[:i])
     windows = sliding_window_view(values[:-1], WINDOW) if n > WINDOW else None  # row j: values[j:j + WINDOW]
     if windows is not None:
-        meds[WINDOW:] = np.median(windows, axis=1)
+        meds[WINDOW:] = _row_medians(windows)
     bound = meds * SPIKE_MIN_RATIO
     maybe = np.flatnonzero(values > bound - 1e-9 * np.abs(bound))
     full = maybe[maybe >= WINDOW]  # the MAD test over whole windows at once; shorter ones stay
     if len(full):
         med = meds[full]
-        mad = np.median(np.abs(windows[full - WINDOW] - med[:, None]), axis=1)
+        mad = _row_medians(np.abs(windows[full - WINDOW] - med[:, None]))
         mad = np.where(mad != 0, mad, np.where(med != 0, np.abs(med) * 0.01, 1e-6))
         limit = med + mads * mad
         keep = values[full] > limit - 1e-9 * (np.abs(limit) + np.abs(med))
         maybe = np.concatenate([maybe[maybe < WINDOW], full[keep]])
     return maybe
+
+
+def _row_medians(rows: np.ndarray) -> np.ndarray:
+    """``np.median(rows, axis=1)`` for rows without NaN, the same numbers: on a strided window view
+    np.median took 0.7 ms a node (its generic path copies and checks), a partition here 0.1 ms."""
+    k = rows.shape[1]
+    if k == 0:
+        return np.median(rows, axis=1)
+    part = np.partition(rows, [(k - 1) // 2, k // 2], axis=1)
+    if k % 2:
+        return part[:, k // 2]
+    return (part[:, k // 2 - 1] + part[:, k // 2]) / 2  # as np.median: the mean of the middle two
 
 
 def _grad_blowup(node: str, points: list) -> list:
