@@ -89,6 +89,40 @@ class Rule:
             return None
 
 
+class RuleIndex:
+    """The rules of a list that may match a text, for many rules on one text: ``Rule.search`` finds
+    nothing where none of a rule's required pieces is, so each distinct piece is looked for once
+    per text instead of once per rule that requires it."""
+
+    def __init__(self, rules: list) -> None:
+        self.rules = rules
+        self.unfiltered = [i for i, rule in enumerate(rules) if not rule.required]
+        self.folded = [i for i, rule in enumerate(rules) if rule.required and rule.required_folded]
+        raw: dict = {}
+        folded: dict = {}
+        for i, rule in enumerate(rules):
+            for piece in rule.required:
+                (folded if rule.required_folded else raw).setdefault(piece, []).append(i)
+        self.raw_pieces = list(raw.items())
+        self.folded_pieces = list(folded.items())
+
+    def candidates(self, texts: tuple) -> list:
+        """The rules, in list order, whose ``search`` may find something in one of ``texts``."""
+        found = set(self.unfiltered)
+        for text in texts:
+            for piece, rules in self.raw_pieces:
+                if piece in text:
+                    found.update(rules)
+            if text.isascii():  # as Rule.search: folded pieces are tested on ASCII text only
+                folded = _casefolded(text)
+                for piece, rules in self.folded_pieces:
+                    if piece in folded:
+                        found.update(rules)
+            else:
+                found.update(self.folded)
+        return [self.rules[i] for i in sorted(found)]
+
+
 _LAST_FOLDED: tuple = ("", "")
 
 

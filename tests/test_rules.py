@@ -143,3 +143,23 @@ def test_a_user_rule_may_not_reuse_a_builtin_name(tmp_path):
     path.write_text(f'[[rule]]\nname = "{builtin.name}"\ncategory = "network"\nregex = "zz"\nexample = "zz"\n')
     with pytest.raises(RulesError, match="duplicate rule name"):
         load_rules([str(path)])
+
+
+def test_rule_index_keeps_every_rule_that_matches():
+    from l4diag.rules import RuleIndex
+
+    lines = _repo_lines() + [r.example for r in RULES] + [r.example.upper() for r in RULES] + ["FAİLED to connect", ""]
+    index = RuleIndex(RULES)
+    for line in lines:
+        candidates = index.candidates((line,))
+        assert [r for r in RULES if r.search(line)] == [r for r in candidates if r.search(line)], line
+        assert candidates == [r for r in RULES if r in candidates]  # in list order
+
+
+def test_classify_text_same_hit_with_the_index():
+    from l4diag.scoring.patterns import classify_text, rule_indexes
+
+    ruleset = load_rules([])
+    indexes = rule_indexes(ruleset)
+    for line in _repo_lines()[::3] + [r.example for r in RULES]:
+        assert classify_text(line, ruleset, indexes) == classify_text(line, ruleset), line
