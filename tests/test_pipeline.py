@@ -105,3 +105,20 @@ def test_run_diagnosis_prepares_the_diagnosis_while_mapping(tmp_path, monkeypatc
     callers = []
     run_diagnosis([str(path)], RunOptions(jobs=2), while_mapping=lambda: callers.append(1))
     assert callers == [1] and len(seen) == 1 and {"faults", "collateral", "benign"} <= seen[0]
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_run_diagnosis_leaves_the_collector_as_it_found_it(tmp_path, enabled):
+    import gc
+
+    path = write_layout(tmp_path / "run", "dir-per-node")
+    seen = []
+    was = gc.isenabled()
+    try:
+        gc.enable() if enabled else gc.disable()
+        expected = _report(path, 2)
+        d = to_dict(run_diagnosis([str(path)], RunOptions(jobs=2), while_mapping=lambda: seen.append(gc.isenabled())))
+        d.pop("timings", None)
+        assert gc.isenabled() == enabled and seen == [False] and d == expected
+    finally:
+        gc.enable() if was else gc.disable()
