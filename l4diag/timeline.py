@@ -69,10 +69,15 @@ def _with_until(changes: list, iterations: list) -> list:
         seqs = marks.get(file, [])
         for k, c in enumerate(group):
             end = group[k + 1].seq if k + 1 < len(group) else float("inf")
-            inside = [it for seq, it in seqs[bisect.bisect_left(seqs, (c.seq, -1)):] if seq < end]
+            start = bisect.bisect_left(seqs, (c.seq, -1))
+            inside = [it for _, it in seqs[start:bisect.bisect_left(seqs, end, lo=start, key=_first)]]  # seq < end
             known = [v for v in (c.iteration, *inside) if v is not None]
             out.append(c._replace(until=max(known) if known else None))
     return out
+
+
+def _first(pair: tuple):
+    return pair[0]
 
 
 def _in_stream_order(changes: list) -> list:

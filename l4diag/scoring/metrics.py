@@ -51,6 +51,8 @@ def find_anomalies(node_stats: dict) -> list:
 def _in_log_order(points: list) -> list:
     """Each stream's points in the order it printed them (their times may be only carried from an earlier
     line, or missing, and would shuffle them), streams one after the other by their first known time."""
+    if _one_stream_in_order(points):  # the usual case, and the order the sort would keep (it is stable)
+        return list(points)
     first: dict = {}
     for p in points:
         if p.time is not None and (p.file not in first or p.time < first[p.file]):
@@ -58,13 +60,27 @@ def _in_log_order(points: list) -> list:
     return sorted(points, key=lambda p: (p.file not in first, first.get(p.file, 0.0), p.file, p.seq))
 
 
+def _one_stream_in_order(points: list) -> bool:
+    """Whether the points all come from one stream, in line order."""
+    if not points:
+        return True
+    file, seq = points[0].file, points[0].seq
+    for p in points:
+        if p.file != file or p.seq < seq:
+            return False
+        seq = p.seq
+    return True
+
+
 def _non_finite(node: str, points: list) -> list:
     isfinite = math.isfinite
     for p in points:
-        for name, v in (("loss", p.loss), ("grad_norm", p.grad_norm)):
-            if v is not None and not isfinite(v):
-                return [MetricFinding(f"nan_{name}", node, p.iteration, p.time, p.seq,
-                                      f"{name.replace('_', ' ')} is {v}{_at(p)}", True)]
+        loss, grad_norm = p.loss, p.grad_norm
+        if loss is not None and not isfinite(loss):
+            return [MetricFinding("nan_loss", node, p.iteration, p.time, p.seq, f"loss is {loss}{_at(p)}", True)]
+        if grad_norm is not None and not isfinite(grad_norm):
+            return [MetricFinding("nan_grad_norm", node, p.iteration, p.time, p.seq,
+                                  f"grad norm is {grad_norm}{_at(p)}", True)]
     return []
 
 
