@@ -282,19 +282,25 @@ def builtin_rule_files() -> list:
 
 
 @functools.lru_cache(maxsize=1)
-def _builtin_tables() -> dict:
-    """kind -> [(file name, rule tables)] of the shipped files, parsed once per process."""
+def _builtin_texts() -> dict:
+    """kind -> [(file name, text)] of the shipped files, read once per process."""
     out: dict = {kind: [] for kind in RULE_KINDS}
     for kind, name, text in builtin_rule_files():
-        out[kind].append((name, _rule_tables(name, text)))
+        out[kind].append((name, text))
     return out
+
+
+@functools.lru_cache(maxsize=None)
+def _builtin_tables(kind: str) -> tuple:
+    """[(file name, rule tables)] of the shipped files of one kind, parsed once per process."""
+    return tuple((name, _rule_tables(name, text)) for name, text in _builtin_texts()[kind])
 
 
 @functools.lru_cache(maxsize=None)
 def _builtin_kind(kind: str) -> tuple:
     """The shipped rules of one kind, checked and compiled once per process (rules are immutable)."""
     rules: list = []
-    for name, tables in _builtin_tables()[kind]:
+    for name, tables in _builtin_tables(kind):
         _add_tables(rules, kind, name, tables, set())
     return tuple(rules)
 
@@ -302,9 +308,8 @@ def _builtin_kind(kind: str) -> tuple:
 def load_rules(extra_files: list | None = None) -> RuleSet:
     """The built-in rules plus user rule files (``kind`` taken from the table ``kind`` key or file
     name). User files are checked here, so a bad one fails before any work; see ``RuleSet``."""
-    builtin = _builtin_tables()
     user: dict = {kind: [] for kind in RULE_KINDS}
-    files = [name for kind in RULE_KINDS for name, _ in builtin[kind]]
+    files = [name for kind in RULE_KINDS for name, _ in _builtin_texts()[kind]]
     for path in extra_files or []:
         p = Path(path)
         try:
@@ -313,7 +318,7 @@ def load_rules(extra_files: list | None = None) -> RuleSet:
             raise RulesError(f"{path}: cannot read rule file: {exc}") from exc
         kind = _kind_from_text_or_name(text, p)
         # names are unique within a kind, built-in ones included (known without compiling them)
-        seen = {raw.get("name") for _, tables in builtin[kind] for raw in tables} | {r.name for r in user[kind]}
+        seen = {raw.get("name") for _, tables in _builtin_tables(kind) for raw in tables} | {r.name for r in user[kind]}
         added = _add_tables(user[kind], kind, str(path), _rule_tables(str(path), text), seen)
         for rule in added:
             check_speed(rule)

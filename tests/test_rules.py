@@ -89,7 +89,7 @@ def test_builtin_kinds_compiled_on_first_use_are_the_checked_rules():
 
     ruleset = load_rules([])
     for kind in RULE_KINDS:
-        eager = [parse_rule(kind, name, i, raw) for name, tables in _builtin_tables()[kind] for i, raw in enumerate(tables)]
+        eager = [parse_rule(kind, name, i, raw) for name, tables in _builtin_tables(kind) for i, raw in enumerate(tables)]
         lazy = getattr(ruleset, kind)
         assert [(r.name, r.pattern.pattern, r.pattern.flags, r.example, r.required, r.required_folded, r.weight)
                 for r in lazy] == [(r.name, r.pattern.pattern, r.pattern.flags, r.example, r.required,
