@@ -79,7 +79,6 @@ _WORKER_FILES: tuple = ()
 def _worker_map(args: tuple) -> list:
     """Map a few streams in a worker and hand back their Partials (see ``_map_shared``)."""
     global _WORKER_RULES, _WORKER_FILES
-    gc.enable()  # forked while this process's parent paused it (``_collector_paused``)
     specs, rule_files, map_options = args
     if _WORKER_RULES is None or _WORKER_FILES != tuple(rule_files):
         _WORKER_RULES, _WORKER_FILES = load_rules(rule_files), tuple(rule_files)
@@ -125,8 +124,9 @@ def _collector_paused() -> Iterator[None]:
     They hold no cycles (the passes found next to nothing), but as they piled up the collector
     walked them over and over: two full passes of 0.1 s each here on 128 streams of 2M lines.
     Then what survived goes to the oldest generation without a pass (freeze, unfreeze; objects
-    frozen before are thawed too): one pass over it would cost as much. Workers collect as usual
-    (``_worker_map``).
+    frozen before are thawed too): one pass over it would cost as much. Workers forked meanwhile
+    keep it paused: they hold no more than a few Partials at a time, and only live for the map
+    (0.1 s of collection each otherwise).
     """
     enabled = gc.isenabled()
     gc.disable()
