@@ -2,7 +2,8 @@
 
 A rule file is TOML with a list of ``[[rule]]`` tables. Every rule has a ``name``, a
 ``category``, a ``regex`` and a real ``example`` line that the regex must match
-(checked at load time and by the tests). Rule kinds, one file each:
+(checked when the rule is compiled: user files at load time, the built-in rules of a kind on its
+first use; and by the tests). Rule kinds, one file each:
 
 - ``faults.toml``      known root-cause signatures; ``category`` is a fault category; ``generic = true``
                        marks a fallback (a bare traceback or exception) whose category the stage may refine
