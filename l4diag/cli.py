@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 
 import click
@@ -136,6 +137,11 @@ def main() -> None:
         cli(prog_name="l4diag")
     except KeyboardInterrupt:
         sys.exit(130)
+    finally:
+        # The process ends now. Frozen objects are left out of the collection at exit, which
+        # otherwise frees every module's objects one by one (~0.1 s of CPU with numpy and pyarrow
+        # loaded); files are closed and streams flushed by then, the OS reclaims the rest.
+        gc.freeze()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -19,18 +19,20 @@ import gc
 import os
 import time
 from collections import Counter, deque
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from . import baseline as baseline_mod
 from .chunks import CHUNK_BYTES, ChunkSpec, join_chunks, map_chunk, plan_chunks
-from .diagnosis import DiagnoseOptions, diagnose
 from .lines import collapse_warnings, no_usable_input_message
 from .mask import MapOptions, map_stream
 from .model import Diagnosis, Partial
-from .rules import TIMED_OUT, RuleSet, load_rules, timeout_warnings
+from .rules import DIAGNOSIS_KINDS, TIMED_OUT, RuleSet, load_rules, timeout_warnings
 from .sources import InputError, discover
-from .templates import build_templates
+
+# The diagnosis and its modules (drain3, scoring) are imported while the workers map
+# (``_prepare_diagnosis``), not before the pool forks.
 
 
 @dataclass
@@ -75,8 +77,12 @@ def map_unit(unit, rules: RuleSet, map_options: MapOptions):
     return map_stream(unit, rules, map_options)
 
 
-def map_all(paths: list, options: RunOptions, rules: RuleSet) -> Partial:
-    """Discover inputs and fold every stream into one merged Partial."""
+def map_all(paths: list, options: RunOptions, rules: RuleSet, while_mapping: Callable[[], None] | None = None) -> Partial:
+    """Discover inputs and fold every stream into one merged Partial.
+
+    ``while_mapping`` is called once, in this process, when the workers have their first streams
+    and before this process maps its own: work that only needs doing later overlaps the map there.
+    """
     found = discover(paths, options.node_regex, max_member_bytes=options.max_decompressed_bytes,
                      max_total_bytes=options.max_total_decompressed_bytes,
                      follow_symlinks=options.follow_symlinks)
@@ -90,36 +96,19 @@ def map_all(paths: list, options: RunOptions, rules: RuleSet) -> Partial:
     pooled = [u for u in units if _path_of(u) != "-"]
     results: list = [None] * len(units)
     progress = _Progress(options, len(units))
-    with _fewer_collections():
-        if jobs > 1 and len(pooled) > 1:
-            _map_shared(units, min(jobs, len(pooled)), options, rules, map_options, results, progress)
-        else:
-            for i, unit in enumerate(units):
-                results[i] = map_unit(unit, rules, map_options)
-                progress.one_done()
-        parts = _stream_partials(units, results, rules, map_options)
+    if jobs > 1 and len(pooled) > 1:
+        _map_shared(units, min(jobs, len(pooled)), options, rules, map_options, results, progress, while_mapping)
+    else:
+        if while_mapping is not None:
+            while_mapping()
+        for i, unit in enumerate(units):
+            results[i] = map_unit(unit, rules, map_options)
+            progress.one_done()
+    parts = _stream_partials(units, results, rules, map_options)
     for part in parts:  # in stream order, as one process would (merging does not depend on it)
         merged.merge(part)
     merged.accounting.warnings = collapse_warnings(merged.accounting.warnings)
     return merged
-
-
-MAP_GC_THRESHOLD = 50_000  # allocations between young collections while mapping (Python's default: 700)
-
-
-@contextlib.contextmanager
-def _fewer_collections():
-    """Collect garbage less often while mapping (workers forked meanwhile inherit it).
-
-    The map makes many small objects that live on (occurrences, metric points) and hardly any
-    cycles, so the default young-generation threshold collects ~170 times per 2M lines for
-    nothing: 0.07-0.18 s of CPU, against 0.03 s with this threshold."""
-    before = gc.get_threshold()
-    gc.set_threshold(MAP_GC_THRESHOLD, *before[1:])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*before)
 
 
 def _units(specs: list, jobs: int, options: RunOptions) -> list:
@@ -153,6 +142,28 @@ def _path_of(unit) -> str:
     return unit.spec.path if isinstance(unit, ChunkSpec) else unit.path
 
 
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector in this process while it maps and gathers the Partials.
+
+    They hold no cycles (the passes found next to nothing), but as they piled up the collector
+    walked them over and over: two full passes of 0.1 s each here on 128 streams of 2M lines.
+    Then what survived goes to the oldest generation without a pass (freeze, unfreeze; objects
+    frozen before are thawed too): one pass over it would cost as much. Workers forked meanwhile
+    keep it paused: they hold no more than a few Partials at a time, and only live for the map
+    (0.1 s of collection each otherwise).
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        gc.unfreeze()
+        if enabled:
+            gc.enable()
+
+
 class _Progress:
     """Calls ``options.progress(done, total)`` after each stream."""
 
@@ -166,7 +177,7 @@ class _Progress:
 
 
 def _map_shared(units: list, jobs: int, options: RunOptions, rules: RuleSet, map_options: MapOptions, results: list,
-                progress: _Progress) -> None:
+                progress: _Progress, while_mapping: Callable[[], None] | None = None) -> None:
     """Map ``units`` (streams and chunks) into ``results`` (same order) with ``jobs - 1`` worker
     processes and this one.
 
@@ -179,6 +190,9 @@ def _map_shared(units: list, jobs: int, options: RunOptions, rules: RuleSet, map
     (5-7 ms a task, 128 streams of 2M lines) waiting between tasks. So a worker gets a few streams
     per task, fewer as the work runs out (guided scheduling, so the processes still finish
     together). What is left between tasks is mostly pickling the Partials (2-5 ms a stream).
+
+    ``while_mapping`` runs once the workers have tasks; the dynamic scheduling gives them more of
+    the streams to make up for the time this process spends on it.
     """
     _prepare_workers(rules, options.rule_files)
     sizes = {i: _unit_size(u) for i, u in enumerate(units) if _path_of(u) != "-"}
@@ -203,6 +217,10 @@ def _map_shared(units: list, jobs: int, options: RunOptions, rules: RuleSet, map
                 running[pool.submit(_worker_map, args)] = task
 
         feed()
+        if while_mapping is not None:
+            while_mapping()
+            collect(block=False)
+            feed()
         for i in here_only:
             results[i] = map_unit(units[i], rules, map_options)
             progress.one_done()
@@ -256,15 +274,30 @@ def check_usable(partial: Partial) -> None:
         raise InputError(no_usable_input_message(acct))
 
 
-def run_diagnosis(paths: list, options: RunOptions) -> Diagnosis:
-    """The whole pipeline for ``l4diag diagnose``."""
+def _prepare_diagnosis(rules: RuleSet, then: Callable[[], None] | None) -> None:
+    """What only the diagnosis needs, done while the workers map: its rules compiled, its modules
+    imported; then the caller's own preparation."""
+    rules.prepare(DIAGNOSIS_KINDS)
+    from . import diagnosis, templates  # noqa: F401 - imported now for their load time
+
+    if then is not None:
+        then()
+
+
+def run_diagnosis(paths: list, options: RunOptions, while_mapping: Callable[[], None] | None = None) -> Diagnosis:
+    """The whole pipeline for ``l4diag diagnose``; ``while_mapping``: the caller's work to overlap
+    the map (see ``map_all``), such as importing its report renderer."""
     timings = {}
     t0 = time.perf_counter()
     rules = load_rules(options.rule_files)
     base = baseline_mod.load(options.baseline) if options.baseline else None
-    partial = map_all(paths, options, rules)
+    with _collector_paused():
+        partial = map_all(paths, options, rules, lambda: _prepare_diagnosis(rules, while_mapping))
     timings["map"] = time.perf_counter() - t0
     check_usable(partial)
+    from .diagnosis import DiagnoseOptions, diagnose
+    from .templates import build_templates
+
     t1 = time.perf_counter()
     templates = build_templates(partial)
     timings["templates"] = time.perf_counter() - t1
@@ -281,6 +314,8 @@ def run_diagnosis(paths: list, options: RunOptions) -> Diagnosis:
 
 def learn_baseline(paths: list, options: RunOptions, existing: str | None = None) -> baseline_mod.Baseline:
     """Fold healthy runs (one path per run) into a baseline."""
+    from .templates import build_templates
+
     rules = load_rules(options.rule_files)
     base = baseline_mod.load(existing) if existing else baseline_mod.Baseline()
     for path in paths:

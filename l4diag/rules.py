@@ -2,7 +2,8 @@
 
 A rule file is TOML with a list of ``[[rule]]`` tables. Every rule has a ``name``, a
 ``category``, a ``regex`` and a real ``example`` line that the regex must match
-(checked at load time and by the tests). Rule kinds, one file each:
+(checked when the rule is compiled: user files at load time, the built-in rules of a kind on its
+first use; and by the tests). Rule kinds, one file each:
 
 - ``faults.toml``      known root-cause signatures; ``category`` is a fault category; ``generic = true``
                        marks a fallback (a bare traceback or exception) whose category the stage may refine
@@ -22,7 +23,7 @@ import functools
 import re
 import sys
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -87,6 +88,40 @@ class Rule:
         except TimeoutError:
             TIMED_OUT[f"{self.kind}/{self.name}"] += 1
             return None
+
+
+class RuleIndex:
+    """The rules of a list that may match a text, for many rules on one text: ``Rule.search`` finds
+    nothing where none of a rule's required pieces is, so each distinct piece is looked for once
+    per text instead of once per rule that requires it."""
+
+    def __init__(self, rules: list) -> None:
+        self.rules = rules
+        self.unfiltered = [i for i, rule in enumerate(rules) if not rule.required]
+        self.folded = [i for i, rule in enumerate(rules) if rule.required and rule.required_folded]
+        raw: dict = {}
+        folded: dict = {}
+        for i, rule in enumerate(rules):
+            for piece in rule.required:
+                (folded if rule.required_folded else raw).setdefault(piece, []).append(i)
+        self.raw_pieces = list(raw.items())
+        self.folded_pieces = list(folded.items())
+
+    def candidates(self, texts: tuple) -> list:
+        """The rules, in list order, whose ``search`` may find something in one of ``texts``."""
+        found = set(self.unfiltered)
+        for text in texts:
+            for piece, rules in self.raw_pieces:
+                if piece in text:
+                    found.update(rules)
+            if text.isascii():  # as Rule.search: folded pieces are tested on ASCII text only
+                folded = _casefolded(text)
+                for piece, rules in self.folded_pieces:
+                    if piece in folded:
+                        found.update(rules)
+            else:
+                found.update(self.folded)
+        return [self.rules[i] for i in sorted(found)]
 
 
 _LAST_FOLDED: tuple = ("", "")
@@ -215,19 +250,50 @@ def timeout_warnings(counts: Counter) -> list:
             for name, n in sorted(counts.items()) if n > 0]
 
 
-@dataclass
+# What the map reads (``context.Markers``, ``mask.Masker``); the other kinds only the diagnosis.
+MAP_KINDS = ("stages", "iterations", "metrics", "masks")
+DIAGNOSIS_KINDS = tuple(kind for kind in RULE_KINDS if kind not in MAP_KINDS)
+
+
+def _kind(kind: str) -> property:
+    return property(lambda self: self.of_kind(kind), doc=f"The {kind} rules, built-in first, in file order.")
+
+
 class RuleSet:
-    faults: list = field(default_factory=list)
-    collateral: list = field(default_factory=list)
-    benign: list = field(default_factory=list)
-    stages: list = field(default_factory=list)
-    iterations: list = field(default_factory=list)
-    metrics: list = field(default_factory=list)
-    masks: list = field(default_factory=list)
-    files: list = field(default_factory=list)
+    """The rules of each kind (``faults``, ..., ``masks``) and the files they came from.
+
+    User rules are checked and compiled when loaded (``load_rules``). A kind's built-in rules are
+    compiled on the first use of the kind: the map needs only MAP_KINDS, and the pipeline compiles
+    the rest while the workers map.
+    """
+
+    faults = _kind("faults")
+    collateral = _kind("collateral")
+    benign = _kind("benign")
+    stages = _kind("stages")
+    iterations = _kind("iterations")
+    metrics = _kind("metrics")
+    masks = _kind("masks")
+
+    def __init__(self, user: dict | None = None, files: list | None = None) -> None:
+        self._user = user or {}  # kind -> user rules, already checked
+        self._by_kind: dict = {}
+        self.files = files if files is not None else []
+
+    def of_kind(self, kind: str) -> list:
+        """The rules of ``kind``: built-in (compiled on first use, once per process), then the user's."""
+        rules = self._by_kind.get(kind)
+        if rules is None:
+            rules = self._by_kind[kind] = [*_builtin_kind(kind), *self._user.get(kind, ())]
+        return rules
+
+    def prepare(self, kinds: tuple = RULE_KINDS) -> None:
+        """Compile the built-in rules of ``kinds`` now rather than on first use."""
+        for kind in kinds:
+            self.of_kind(kind)
 
     def all_rules(self) -> list:
-        return [*self.faults, *self.collateral, *self.benign, *self.stages, *self.iterations, *self.metrics, *self.masks]
+        return [rule for kind in RULE_KINDS for rule in self.of_kind(kind)]
 
 
 def builtin_rule_files() -> list:
@@ -242,18 +308,34 @@ def builtin_rule_files() -> list:
 
 
 @functools.lru_cache(maxsize=1)
-def _builtin_rules() -> RuleSet:
-    """The shipped rules, parsed and checked once per process (rules are immutable)."""
-    ruleset = RuleSet()
+def _builtin_texts() -> dict:
+    """kind -> [(file name, text)] of the shipped files, read once per process."""
+    out: dict = {kind: [] for kind in RULE_KINDS}
     for kind, name, text in builtin_rule_files():
-        _add_file(ruleset, kind, name, text)
-    return ruleset
+        out[kind].append((name, text))
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def _builtin_tables(kind: str) -> tuple:
+    """[(file name, rule tables)] of the shipped files of one kind, parsed once per process."""
+    return tuple((name, _rule_tables(name, text)) for name, text in _builtin_texts()[kind])
+
+
+@functools.lru_cache(maxsize=None)
+def _builtin_kind(kind: str) -> tuple:
+    """The shipped rules of one kind, checked and compiled once per process (rules are immutable)."""
+    rules: list = []
+    for name, tables in _builtin_tables(kind):
+        _add_tables(rules, kind, name, tables, set())
+    return tuple(rules)
 
 
 def load_rules(extra_files: list | None = None) -> RuleSet:
-    """Load the built-in rules plus user rule files (``kind`` taken from the table ``kind`` key or file name)."""
-    base = _builtin_rules()
-    ruleset = RuleSet(**{kind: list(getattr(base, kind)) for kind in RULE_KINDS}, files=list(base.files))
+    """The built-in rules plus user rule files (``kind`` taken from the table ``kind`` key or file
+    name). User files are checked here, so a bad one fails before any work; see ``RuleSet``."""
+    user: dict = {kind: [] for kind in RULE_KINDS}
+    files = [name for kind in RULE_KINDS for name, _ in _builtin_texts()[kind]]
     for path in extra_files or []:
         p = Path(path)
         try:
@@ -261,11 +343,13 @@ def load_rules(extra_files: list | None = None) -> RuleSet:
         except (OSError, UnicodeDecodeError) as exc:
             raise RulesError(f"{path}: cannot read rule file: {exc}") from exc
         kind = _kind_from_text_or_name(text, p)
-        before = len(getattr(ruleset, kind))
-        _add_file(ruleset, kind, str(path), text)
-        for rule in getattr(ruleset, kind)[before:]:
+        # names are unique within a kind, built-in ones included (known without compiling them)
+        seen = {raw.get("name") for _, tables in _builtin_tables(kind) for raw in tables} | {r.name for r in user[kind]}
+        added = _add_tables(user[kind], kind, str(path), _rule_tables(str(path), text), seen)
+        for rule in added:
             check_speed(rule)
-    return ruleset
+        files.append(str(path))
+    return RuleSet(user, files)
 
 
 # Lines that make backtracking regexes blow up; user rules must stay fast on them.
@@ -311,7 +395,8 @@ def _kind_from_text_or_name(text: str, path: Path) -> str:
     return kind
 
 
-def _add_file(ruleset: RuleSet, kind: str, name: str, text: str) -> None:
+def _rule_tables(name: str, text: str) -> list:
+    """The ``[[rule]]`` tables of a rule file's text."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -319,14 +404,21 @@ def _add_file(ruleset: RuleSet, kind: str, name: str, text: str) -> None:
     rules = data.get("rule", [])
     if not isinstance(rules, list):
         raise RulesError(f"{name}: 'rule' must be an array of tables ([[rule]])")
-    seen = {r.name for r in getattr(ruleset, kind)}
-    for index, raw in enumerate(rules):
+    return rules
+
+
+def _add_tables(out: list, kind: str, name: str, tables: list, seen: set) -> list:
+    """Check and compile the rule tables of file ``name`` onto ``out``; the rules added.
+    ``seen``: rule names already taken in this kind (updated)."""
+    added = []
+    for index, raw in enumerate(tables):
         rule = parse_rule(kind, name, index, raw)
         if rule.name in seen:
             raise RulesError(f"{name}: rule {rule.name!r}: duplicate rule name")
         seen.add(rule.name)
-        getattr(ruleset, kind).append(rule)
-    ruleset.files.append(name)
+        added.append(rule)
+    out.extend(added)
+    return added
 
 
 def parse_rule(kind: str, file: str, index: int, raw: dict) -> Rule:

@@ -16,8 +16,6 @@ import lzma
 import os
 import stat
 import sys
-import tarfile
-import zipfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -536,6 +534,8 @@ def safe_member_name(name: str) -> str:
 
 
 def _iter_zip(spec: StreamSpec, node_pattern, budget: list) -> Iterator:
+    import zipfile  # here: most runs have no archive, and the import is not free
+
     with zipfile.ZipFile(spec.path) as zf:
         infos = [i for i in zf.infolist() if not i.is_dir() and not _skip_member(i.filename)]
         nodes = _member_nodes([i.filename for i in infos], spec)
@@ -584,6 +584,8 @@ def _open_tar_stream(spec: StreamSpec, budget: list | None) -> tuple:
 
 def _iter_tar(spec: StreamSpec, node_pattern, budget: list) -> Iterator:
     # One pass to learn member names (node ids need the whole layout), one pass to read.
+    import tarfile  # here: most runs have no archive, and the import is not free
+
     names = []
     raw, fh = _open_tar_stream(spec, budget)
     try:

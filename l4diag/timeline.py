@@ -22,14 +22,15 @@ ITERATION_FOLLOW_SECONDS = 0.001
 
 def with_estimated_times(partial: Partial) -> dict:
     """node -> a copy of its NodeStats whose untimed stage changes and iterations carry estimated times."""
-    anchors = _timed_anchors(partial)
-    clock = _iteration_clock(partial)
+    anchors = clock = None  # over every node: made when a first node needs them (often none does)
     out = {}
     for node, stats in partial.nodes.items():
         untimed = any(c.time is None for c in stats.stage_changes) or any(p.time is None for p in stats.iteration_times)
         if stats.first_time is None or not untimed:
             out[node] = dataclasses.replace(stats, stage_changes=_with_until(stats.stage_changes, stats.iteration_times))
             continue
+        if anchors is None:
+            anchors, clock = _timed_anchors(partial), _iteration_clock(partial)
         per_file = {f: _bounded(points, stats, f) for f, points in anchors.get(node, {}).items()}
 
         def points_of(file: str) -> list:
@@ -69,10 +70,15 @@ def _with_until(changes: list, iterations: list) -> list:
         seqs = marks.get(file, [])
         for k, c in enumerate(group):
             end = group[k + 1].seq if k + 1 < len(group) else float("inf")
-            inside = [it for seq, it in seqs[bisect.bisect_left(seqs, (c.seq, -1)):] if seq < end]
+            start = bisect.bisect_left(seqs, (c.seq, -1))
+            inside = [it for _, it in seqs[start:bisect.bisect_left(seqs, end, lo=start, key=_first)]]  # seq < end
             known = [v for v in (c.iteration, *inside) if v is not None]
             out.append(c._replace(until=max(known) if known else None))
     return out
+
+
+def _first(pair: tuple):
+    return pair[0]
 
 
 def _in_stream_order(changes: list) -> list:

@@ -65,3 +65,19 @@ def test_spikes_equal_the_point_by_point_test(seed):
     found = metrics._spikes("n1", pts, "loss", metrics.SPIKE_MADS)
     kinds = [("divergence" if f.kind.endswith("divergence") else "recovered", f.iteration) for f in found]
     assert kinds == reference_spikes("n1", pts, metrics.SPIKE_MADS)
+
+
+def test_row_medians_are_numpys():
+    import numpy as np
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    from l4diag.scoring.metrics import _row_medians
+
+    rng = np.random.default_rng(7)
+    for k in (1, 2, 3, 19, 20, 21):
+        for scale in (1.0, 1e-300, 1e300):
+            rows = rng.standard_normal((300, k)) * scale
+            rows[::5] = np.round(rows[::5])  # ties
+            assert np.array_equal(_row_medians(rows), np.median(rows, axis=1)), (k, scale)
+    windows = sliding_window_view(rng.lognormal(size=400), 20)
+    assert np.array_equal(_row_medians(windows), np.median(windows, axis=1))

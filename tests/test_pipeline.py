@@ -76,21 +76,49 @@ def test_worker_tasks_shrink_as_the_work_runs_out():
     assert all(len(a) >= len(b) for a, b in zip(tasks, tasks[1:]))
 
 
-def test_map_collects_garbage_less_often_and_restores_the_threshold(tmp_path, monkeypatch):
-    import gc
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_while_mapping_runs_once_before_the_map_ends(tmp_path, jobs):
+    from l4diag.pipeline import map_all
 
+    path = write_layout(tmp_path / "run", "dir-per-node")
+    rules = load_rules([])
+    calls = []
+    progress = []
+    options = RunOptions(jobs=jobs, progress=lambda done, total: progress.append(done))
+    partial = map_all([str(path)], options, rules, while_mapping=lambda: calls.append(len(progress)))
+    assert len(calls) == 1 and calls[0] < len(progress)
+    assert canon(partial)[0] == canon(map_all([str(path)], RunOptions(jobs=jobs), load_rules([])))[0]
+
+
+def test_run_diagnosis_prepares_the_diagnosis_while_mapping(tmp_path, monkeypatch):
     from l4diag import pipeline
 
+    path = write_layout(tmp_path / "run", "dir-per-node")
     seen = []
-    real_map = pipeline.map_stream
-    monkeypatch.setattr(pipeline, "map_stream", lambda *a: seen.append(gc.get_threshold()[0]) or real_map(*a))
-    (tmp_path / "n1.log").write_text("2024-01-01 00:00:00 hello\n")
-    before = gc.get_threshold()
-    pipeline.map_all([str(tmp_path)], RunOptions(jobs=1), load_rules())
-    assert seen == [pipeline.MAP_GC_THRESHOLD]
-    assert gc.get_threshold() == before
+    real = pipeline._prepare_diagnosis
 
-    monkeypatch.setattr(pipeline, "map_stream", lambda *a: 1 / 0)
-    with pytest.raises(ZeroDivisionError):
-        pipeline.map_all([str(tmp_path)], RunOptions(jobs=1), load_rules())
-    assert gc.get_threshold() == before
+    def spy(rules, then):
+        real(rules, then)
+        seen.append(set(rules._by_kind))
+
+    monkeypatch.setattr(pipeline, "_prepare_diagnosis", spy)
+    callers = []
+    run_diagnosis([str(path)], RunOptions(jobs=2), while_mapping=lambda: callers.append(1))
+    assert callers == [1] and len(seen) == 1 and {"faults", "collateral", "benign"} <= seen[0]
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_run_diagnosis_leaves_the_collector_as_it_found_it(tmp_path, enabled):
+    import gc
+
+    path = write_layout(tmp_path / "run", "dir-per-node")
+    seen = []
+    was = gc.isenabled()
+    try:
+        gc.enable() if enabled else gc.disable()
+        expected = _report(path, 2)
+        d = to_dict(run_diagnosis([str(path)], RunOptions(jobs=2), while_mapping=lambda: seen.append(gc.isenabled())))
+        d.pop("timings", None)
+        assert gc.isenabled() == enabled and seen == [False] and d == expected
+    finally:
+        gc.enable() if was else gc.disable()

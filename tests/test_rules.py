@@ -105,3 +105,87 @@ def test_every_required_clause_holds_on_every_match():
             assert all(any(p in seen for p in clause) for clause in clauses), (rule.name, line)
             checked += 1
     assert checked > 1000
+
+
+# --- loading: user files checked at once, built-in kinds compiled on first use ---------------------
+
+
+def test_builtin_kinds_compiled_on_first_use_are_the_checked_rules():
+    from l4diag.rules import RULE_KINDS, _builtin_tables, parse_rule
+
+    ruleset = load_rules([])
+    for kind in RULE_KINDS:
+        eager = [parse_rule(kind, name, i, raw) for name, tables in _builtin_tables(kind) for i, raw in enumerate(tables)]
+        lazy = getattr(ruleset, kind)
+        assert [(r.name, r.pattern.pattern, r.pattern.flags, r.example, r.required, r.required_folded, r.weight)
+                for r in lazy] == [(r.name, r.pattern.pattern, r.pattern.flags, r.example, r.required,
+                                    r.required_folded, r.weight) for r in eager], kind
+        assert lazy, kind
+
+
+def test_the_map_uses_only_the_map_kinds():
+    """The diagnosis-only kinds can wait until after the map (the pipeline compiles them meanwhile)."""
+    from l4diag.mask import MapOptions, map_stream
+    from l4diag.rules import MAP_KINDS
+    from l4diag.sources import discover
+
+    ruleset = load_rules([])
+    streams = discover([str(REPO / "sample_logs")], None).streams
+    assert streams
+    for spec in streams:
+        map_stream(spec, ruleset, MapOptions())
+    assert ruleset._by_kind and set(ruleset._by_kind) <= set(MAP_KINDS)
+
+
+def test_user_rules_come_after_the_builtin_ones_of_their_kind(tmp_path):
+    path = tmp_path / "benign.toml"
+    path.write_text('[[rule]]\nname = "mine"\ncategory = "noise"\nregex = "all good"\nexample = "all good here"\n')
+    ruleset = load_rules([str(path)])
+    assert ruleset.benign[-1].name == "mine" and ruleset.benign[:-1] == load_rules([]).benign
+    assert ruleset.files[-1] == str(path)
+
+
+@pytest.mark.parametrize(("body", "needle"), [
+    ('[[rule]]\nname = "mine"\ncategory = "network"\nregex = "("\nexample = "x"\n', "invalid regex"),
+    ('[[rule]]\nname = "mine"\ncategory = "network"\nregex = "abc"\nexample = "xyz"\n', "does not match its example"),
+    ('[[rule]]\nname = "redos"\ncategory = "network"\nregex = "^(a+)+$"\nexample = "aaaa"\n', "too slow"),
+    ('[[rule]]\nname = "a"\ncategory = "network"\nregex = "a"\nexample = "a"\n'
+     '[[rule]]\nname = "a"\ncategory = "network"\nregex = "b"\nexample = "b"\n', "duplicate rule name"),
+])
+def test_a_broken_user_rule_fails_at_load(tmp_path, body, needle):
+    from l4diag.rules import RulesError
+
+    path = tmp_path / "faults.toml"
+    path.write_text(body)
+    with pytest.raises(RulesError, match=needle):
+        load_rules([str(path)])
+
+
+def test_a_user_rule_may_not_reuse_a_builtin_name(tmp_path):
+    from l4diag.rules import RulesError
+
+    builtin = load_rules([]).faults[0]
+    path = tmp_path / "faults.toml"
+    path.write_text(f'[[rule]]\nname = "{builtin.name}"\ncategory = "network"\nregex = "zz"\nexample = "zz"\n')
+    with pytest.raises(RulesError, match="duplicate rule name"):
+        load_rules([str(path)])
+
+
+def test_rule_index_keeps_every_rule_that_matches():
+    from l4diag.rules import RuleIndex
+
+    lines = _repo_lines() + [r.example for r in RULES] + [r.example.upper() for r in RULES] + ["FAİLED to connect", ""]
+    index = RuleIndex(RULES)
+    for line in lines:
+        candidates = index.candidates((line,))
+        assert [r for r in RULES if r.search(line)] == [r for r in candidates if r.search(line)], line
+        assert candidates == [r for r in RULES if r in candidates]  # in list order
+
+
+def test_classify_text_same_hit_with_the_index():
+    from l4diag.scoring.patterns import classify_text, rule_indexes
+
+    ruleset = load_rules([])
+    indexes = rule_indexes(ruleset)
+    for line in _repo_lines()[::3] + [r.example for r in RULES]:
+        assert classify_text(line, ruleset, indexes) == classify_text(line, ruleset), line

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import regex
 
 from ..pipeline import RunOptions, run_diagnosis
-from ..report import render
+from ..report import preload, render
 from .errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError, error_handler
 
 FAIL_ON = ("failure", "inconclusive", "never")
@@ -71,7 +71,7 @@ def run(args: DiagnoseArgs) -> int:
             progress=progress.update if progress else None,
         )
         try:
-            diagnosis = run_diagnosis(list(args.paths), options)
+            diagnosis = run_diagnosis(list(args.paths), options, while_mapping=lambda: preload(args.fmt))
         finally:
             if progress:
                 progress.close()

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
+
 FORMATS = ("text", "json", "markdown")
+
+
+def preload(fmt: str) -> None:
+    """Import the renderer of ``fmt`` ahead of ``render``, e.g. while the logs are read (the text
+    renderer's rich takes ~0.1 s)."""
+    if fmt in FORMATS:
+        importlib.import_module(f"{__name__}.{fmt}")
 
 
 def render(diagnosis, fmt: str, *, explain: bool = False, color: bool = False, width: int = 100) -> str:

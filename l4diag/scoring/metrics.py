@@ -51,6 +51,8 @@ def find_anomalies(node_stats: dict) -> list:
 def _in_log_order(points: list) -> list:
     """Each stream's points in the order it printed them (their times may be only carried from an earlier
     line, or missing, and would shuffle them), streams one after the other by their first known time."""
+    if _one_stream_in_order(points):  # the usual case, and the order the sort would keep (it is stable)
+        return list(points)
     first: dict = {}
     for p in points:
         if p.time is not None and (p.file not in first or p.time < first[p.file]):
@@ -58,13 +60,27 @@ def _in_log_order(points: list) -> list:
     return sorted(points, key=lambda p: (p.file not in first, first.get(p.file, 0.0), p.file, p.seq))
 
 
+def _one_stream_in_order(points: list) -> bool:
+    """Whether the points all come from one stream, in line order."""
+    if not points:
+        return True
+    file, seq = points[0].file, points[0].seq
+    for p in points:
+        if p.file != file or p.seq < seq:
+            return False
+        seq = p.seq
+    return True
+
+
 def _non_finite(node: str, points: list) -> list:
     isfinite = math.isfinite
     for p in points:
-        for name, v in (("loss", p.loss), ("grad_norm", p.grad_norm)):
-            if v is not None and not isfinite(v):
-                return [MetricFinding(f"nan_{name}", node, p.iteration, p.time, p.seq,
-                                      f"{name.replace('_', ' ')} is {v}{_at(p)}", True)]
+        loss, grad_norm = p.loss, p.grad_norm
+        if loss is not None and not isfinite(loss):
+            return [MetricFinding("nan_loss", node, p.iteration, p.time, p.seq, f"loss is {loss}{_at(p)}", True)]
+        if grad_norm is not None and not isfinite(grad_norm):
+            return [MetricFinding("nan_grad_norm", node, p.iteration, p.time, p.seq,
+                                  f"grad norm is {grad_norm}{_at(p)}", True)]
     return []
 
 
@@ -116,18 +132,30 @@ def _maybe_spikes(values: np.ndarray, mads: float) -> np.ndarray:
         meds[i] = statistics.median(head[:i])
     windows = sliding_window_view(values[:-1], WINDOW) if n > WINDOW else None  # row j: values[j:j + WINDOW]
     if windows is not None:
-        meds[WINDOW:] = np.median(windows, axis=1)
+        meds[WINDOW:] = _row_medians(windows)
     bound = meds * SPIKE_MIN_RATIO
     maybe = np.flatnonzero(values > bound - 1e-9 * np.abs(bound))
     full = maybe[maybe >= WINDOW]  # the MAD test over whole windows at once; shorter ones stay
     if len(full):
         med = meds[full]
-        mad = np.median(np.abs(windows[full - WINDOW] - med[:, None]), axis=1)
+        mad = _row_medians(np.abs(windows[full - WINDOW] - med[:, None]))
         mad = np.where(mad != 0, mad, np.where(med != 0, np.abs(med) * 0.01, 1e-6))
         limit = med + mads * mad
         keep = values[full] > limit - 1e-9 * (np.abs(limit) + np.abs(med))
         maybe = np.concatenate([maybe[maybe < WINDOW], full[keep]])
     return maybe
+
+
+def _row_medians(rows: np.ndarray) -> np.ndarray:
+    """``np.median(rows, axis=1)`` for rows without NaN, the same numbers: on a strided window view
+    np.median took 0.7 ms a node (its generic path copies and checks), a partition here 0.1 ms."""
+    k = rows.shape[1]
+    if k == 0:
+        return np.median(rows, axis=1)
+    part = np.partition(rows, [(k - 1) // 2, k // 2], axis=1)
+    if k % 2:
+        return part[:, k // 2]
+    return (part[:, k // 2 - 1] + part[:, k // 2]) / 2  # as np.median: the mean of the middle two
 
 
 def _grad_blowup(node: str, points: list) -> list:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from ..lines import line_body
 from ..model import Template
-from ..rules import RuleSet
+from ..rules import RuleIndex, RuleSet
 
 # A collateral match outweighs a fault match below this weight (a watchdog timeout that also
 # matches a generic RuntimeError rule is still collateral).
@@ -52,23 +52,33 @@ class PatternHit:
         return "matches no rule"
 
 
-def classify_text(text: str, rules: RuleSet) -> PatternHit:
-    """Match one raw line, and its body after the timestamp, against the fault, collateral and benign rules."""
+def rule_indexes(rules: RuleSet) -> tuple:
+    """RuleIndex of the benign, fault and collateral rules, for ``classify_text`` on many lines."""
+    return RuleIndex(rules.benign), RuleIndex(rules.faults), RuleIndex(rules.collateral)
+
+
+def classify_text(text: str, rules: RuleSet, indexes: tuple | None = None) -> PatternHit:
+    """Match one raw line, and its body after the timestamp, against the fault, collateral and benign rules.
+    ``indexes`` (``rule_indexes(rules)``) skips the rules that cannot match: same hit, less time."""
     hit = PatternHit()
     body = line_body(text)
     texts = (text,) if body == text else (text, body)
+    if indexes is None:
+        benign, faults, collateral = rules.benign, rules.faults, rules.collateral
+    else:
+        benign, faults, collateral = (index.candidates(texts) for index in indexes)
 
     def matches(rule) -> bool:
         return any(rule.search(t) for t in texts)
 
-    for rule in rules.benign:
+    for rule in benign:
         if matches(rule):
             hit.benign_rule = rule
             break
-    for rule in rules.faults:
+    for rule in faults:
         if rule.weight > hit.fault_weight and matches(rule):
             hit.fault_rule, hit.fault_weight = rule, rule.weight
-    for rule in rules.collateral:
+    for rule in collateral:
         if rule.weight > hit.collateral_weight and matches(rule):
             hit.collateral_rule, hit.collateral_weight = rule, rule.weight
     return hit
@@ -92,6 +102,7 @@ def classify_keys(partial_keys: dict, rules: RuleSet) -> dict:
     """PatternHit per masked key, from the raw text of its first occurrence on up to four nodes."""
     out = {}
     empty = PatternHit()
+    indexes = rule_indexes(rules)
     for key, per_node in partial_keys.items():
         if not ALARM_WORDS_RE.search(key):
             out[key] = empty
@@ -100,7 +111,7 @@ def classify_keys(partial_keys: dict, rules: RuleSet) -> dict:
         best = PatternHit()
         ranks = set()
         for text in texts:
-            hit = classify_text(text, rules)
+            hit = classify_text(text, rules, indexes)
             rank = _rank(hit)
             ranks.add(rank)
             if rank > _rank(best):
