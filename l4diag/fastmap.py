@@ -133,7 +133,7 @@ def _compile(rules) -> dict:
         "native_generation": 0,  # how often the table was cleared
         "zero_digit_x": skeletons is not None and skeletons.pattern == "(?!)",
         "pre_mask": [(c.pattern, r) for c, r in masker.steps[:2]] == NATIVE_PRE_MASKS,
-        "marker_clauses": marker_clauses(markers),
+        "marker_needs": MarkerNeeds.of(markers),
     }
 
 
@@ -176,16 +176,16 @@ class _ScannedStream:
     so one line decides for all. Indexed by skeleton id (-1 not seen yet); ``generation`` follows
     the table, whose ids restart when it is cleared."""
 
-    __slots__ = ("candidate", "generation", "plans", "node", "id_clauses", "id_lines")
+    __slots__ = ("candidate", "generation", "plans", "node", "id_needs", "id_lines")
 
-    def __init__(self, node: str | None = None, clauses: list | None = None) -> None:
+    def __init__(self, node: str | None = None, needs: MarkerNeeds | None = None) -> None:
         self.candidate = np.zeros(0, dtype=np.int8)
         self.generation = -1
         self.plans: dict = {}  # skeleton id -> (where the line body starts, its marker LinePlan)
         # lines whose ids the scanner masked: their skeleton shows whether they may hold a marker
         # when every marker rule needs a clause whose pieces cannot overlap an id; else None
         self.node = node  # as the scanner replaced it with "<NODE>" (None: it did not)
-        self.id_clauses = None if clauses is None else id_blind_clauses(clauses, node)
+        self.id_needs = None if needs is None else needs.id_blind(node)
         self.id_lines: dict = {}  # skeleton id -> whether its id lines may hold a marker
 
     def follow(self, generation: int, size: int) -> None:
@@ -277,7 +277,7 @@ class Folder(SlowFolder):
         local: dict = {}
         nb = node.encode("utf-8") if len(node) >= 3 else None
         native_node = nb if nb is None or b"\n" not in nb else False  # a node name never spans lines
-        scanned = _ScannedStream(node if nb is not None else None, self.shared["marker_clauses"])
+        scanned = _ScannedStream(node if nb is not None else None, self.shared["marker_needs"])
         for item in items:
             if item[0] == "clean" and item[1] is None and native_node is not False:  # vouched for by self.native
                 self._fold_batch(fold, local, display, self._scanned_batch(item, native_node, fold, scanned))
@@ -342,7 +342,7 @@ class Folder(SlowFolder):
         state = folds.get(node)
         if state is None:
             state = folds[node] = (_NodeFold(node, display, self.chunk_year), {}, _ScannedStream(
-                node if len(node) >= 3 else None, self.shared["marker_clauses"]))
+                node if len(node) >= 3 else None, self.shared["marker_needs"]))
         return state
 
     def _fold_demux_scanned(self, item: tuple, folds: dict, demux: Demuxer, prefixes: dict, display: str) -> bool:
@@ -580,7 +580,7 @@ class Folder(SlowFolder):
         # the marker rules see ids: such lines are decided each on its own
         own = np.flatnonzero(flags & self.native.FLAG_PRE_MASKED)
         state[own] = 0
-        if len(own) and scanned.id_clauses is not None:
+        if len(own) and scanned.id_needs is not None:
             own = own[self._id_skeletons_may_hold_markers(ids[own], scanned)]
         per_stream = np.flatnonzero(state == PER_STREAM)
         if len(per_stream):
@@ -611,7 +611,7 @@ class Folder(SlowFolder):
             may = known.get(sid)
             if may is None:
                 text = table[sid].replace("<NODE>", node) if node else table[sid]
-                may = known[sid] = may_match_marker(text, scanned.id_clauses, zeroed=True)
+                may = known[sid] = scanned.id_needs.may_match(text, zeroed=True)
             out[i] = may
         return out
 
@@ -635,13 +635,13 @@ class Folder(SlowFolder):
     def _marker_candidates(self, texts: list) -> np.ndarray:
         """Whether each text could match a marker (the prefilter ``_fold_batch`` applies to a block).
 
-        Texts without what every rule needs (``may_match_marker``) cannot; the others are searched. Any of
+        Texts without what every rule needs (``MarkerNeeds``) cannot; the others are searched. Any of
         these searches finds a superset of the lines the marker rules match (RE2's also takes every
         non-ASCII line), and candidates are then observed exactly: which one decides does not
         change the result, only the time (RE2 costs ~1 ms to compile, ``regex`` ~0.1 ms a line)."""
         out = np.zeros(len(texts), dtype=bool)
-        clauses = self.shared["marker_clauses"]
-        rows = range(len(texts)) if clauses is None else [i for i, t in enumerate(texts) if may_match_marker(t, clauses)]
+        needs = self.shared["marker_needs"]
+        rows = range(len(texts)) if needs is None else [i for i, t in enumerate(texts) if needs.may_match(t)]
         if not rows:
             return out
         texts = [texts[i] for i in rows]
@@ -858,48 +858,60 @@ ID_CHAR_STR = "0123456789abcdefABCDEFxX-"  # what a uuid or hex id the scanner m
 ID_INSIDE_RE = re.compile(r"0[xX]|[0-9a-fA-F]{8}")  # every such id holds one of these
 
 
-def marker_clauses(markers: Markers) -> list | None:
-    """What a line must hold to match each marker rule (``rules.required_clauses``): per rule,
-    ``(clauses, casefolded)`` with each clause's pieces as ``(piece, piece with digits zeroed)``;
-    None when a rule has none."""
-    out = []
-    for rule in [*markers.iteration_rules, *markers.stage_rules]:
-        clauses, folded = required_clauses(rule.pattern.pattern, bool(rule.pattern.flags & IGNORECASE))
-        if not clauses:
-            return None
-        out.append((tuple(tuple((p, p.translate(DIGITS_STR)) for p in clause) for clause in clauses), folded))
-    return out
+class MarkerNeeds:
+    """What a line must hold to match some marker rule (``rules.required_clauses``): per rule,
+    ``(clauses, casefolded)``, each clause's pieces as ``(piece, piece with digits zeroed)``.
 
+    ``may_match`` first looks for any rule's first-clause piece with one regex: most lines hold
+    none, and then no rule's clauses can all hold."""
 
-def id_blind_clauses(rules: list, node: str | None) -> list | None:
-    """``marker_clauses`` with only the clauses none of whose pieces may overlap an id (so that a
-    line's skeleton, with the node put back, holds them when the line does); None when a rule is
-    left with none."""
-    out = []
-    for clauses, folded in rules:
-        kept = tuple(c for c in clauses if not any(piece_may_overlap_id(p, node) for p, _ in c))
-        if not kept:
-            return None
-        out.append((kept, folded))
-    return out
+    def __init__(self, rules: tuple) -> None:
+        self.rules = rules
+        self.first = tuple(_any_piece_re(rules, zeroed) for zeroed in (0, 1))
 
+    @classmethod
+    def of(cls, markers: Markers) -> MarkerNeeds | None:
+        """The needs of the iteration and stage rules; None when a rule has none."""
+        rules = []
+        for rule in [*markers.iteration_rules, *markers.stage_rules]:
+            clauses, folded = required_clauses(rule.pattern.pattern, bool(rule.pattern.flags & IGNORECASE))
+            if not clauses:
+                return None
+            rules.append((tuple(tuple((p, p.translate(DIGITS_STR)) for p in clause) for clause in clauses), folded))
+        return cls(tuple(rules))
 
-def may_match_marker(text: str, rules: list, zeroed: bool = False) -> bool:
-    """Whether ``text`` holds what some rule of ``marker_clauses`` needs (its digit-zeroed pieces
-    when ``zeroed``); casefolded pieces count on ASCII text only: any other text may match."""
-    lower = None
-    for clauses, folded in rules:
-        if folded:
-            if lower is None:
-                if not text.isascii():
-                    return True
-                lower = text.lower()
-            seen = lower
-        else:
-            seen = text
-        if all(any(piece[zeroed] in seen for piece in clause) for clause in clauses):
+    def id_blind(self, node: str | None) -> MarkerNeeds | None:
+        """Only the clauses none of whose pieces may overlap an id (``piece_may_overlap_id``), so
+        that a line's skeleton, with the node put back, holds them when the line does; None when
+        a rule is left with none."""
+        rules = []
+        for clauses, folded in self.rules:
+            kept = tuple(c for c in clauses if not any(piece_may_overlap_id(p, node) for p, _ in c))
+            if not kept:
+                return None
+            rules.append((kept, folded))
+        return MarkerNeeds(tuple(rules))
+
+    def may_match(self, text: str, zeroed: bool = False) -> bool:
+        """Whether ``text`` holds what some rule needs (its digit-zeroed pieces when ``zeroed``);
+        casefolded pieces count on ASCII text only: any other text may match."""
+        if not text.isascii():
             return True
-    return False
+        if self.first[zeroed].search(text) is None:
+            return False
+        lower = text.lower()
+        for clauses, folded in self.rules:
+            seen = lower if folded else text
+            if all(any(piece[zeroed] in seen for piece in clause) for clause in clauses):
+                return True
+        return False
+
+
+def _any_piece_re(rules: tuple, zeroed: int):
+    """One regex for every rule's first-clause pieces (case-insensitive where the rule is)."""
+    alternatives = {f"(?i:{re.escape(p[zeroed])})" if folded else re.escape(p[zeroed])
+                    for clauses, folded in rules for p in clauses[0]}
+    return re.compile("|".join(sorted(alternatives)) or "(?!)")
 
 
 def piece_may_overlap_id(piece: str, node: str | None) -> bool:

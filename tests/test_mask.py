@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from dataclasses import asdict
 
 import pytest
@@ -547,3 +548,22 @@ def test_combined_lines_with_odd_spacing_fold_as_the_reference(tmp_path, monkeyp
     (tmp_path / "job.log").write_text("\n".join(lines) + "\n")
     slow, fast = fold_both(tmp_path)
     assert fast == slow
+
+
+def test_marker_needs_never_rule_out_a_marker_line():
+    # MarkerNeeds.may_match rejects a line at once when it holds no rule's first-clause piece
+    from l4diag.context import Markers
+    from l4diag.fastmap import MarkerNeeds
+
+    needs = MarkerNeeds.of(Markers.from_rules(RULES))
+    markers = [*RULES.iterations, *RULES.stages]
+    lines = [r.example for r in markers] + [r.example.upper() for r in markers] + [r.example.lower() for r in markers]
+    for path in sorted(Path(__file__).parent.parent.joinpath("sample_logs").rglob("*.log")):
+        lines.extend(path.read_text(encoding="utf-8", errors="replace").splitlines())
+    matched = 0
+    for line in lines:
+        if any(r.pattern.search(line) for r in markers):
+            matched += 1
+            assert needs.may_match(line), line
+    assert matched > 100
+    assert not needs.may_match("2024-05-01 10:00:00 NCCL INFO comm 0x7f3a rank 3 nranks 8 - Init COMPLETE")

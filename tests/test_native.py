@@ -11,8 +11,7 @@ import pytest
 
 from l4diag import native
 from l4diag.context import Markers
-from l4diag.fastmap import (DIGITS_STR, BulkTimes, _clean_parts, id_blind_clauses, marker_clauses, may_match_marker,
-                            piece_may_overlap_id)
+from l4diag.fastmap import DIGITS_STR, BulkTimes, MarkerNeeds, _clean_parts, piece_may_overlap_id
 from l4diag.lines import TimestampParser
 from l4diag.rules import load_rules
 
@@ -220,8 +219,8 @@ def test_an_id_line_whose_skeleton_lacks_what_markers_need_matches_no_marker(nod
     rules = load_rules()
     markers = [*rules.iterations, *rules.stages]
     examples = [r.example for r in markers if r.example.isascii()]  # the scanner reads ASCII blocks
-    clauses = id_blind_clauses(marker_clauses(Markers.from_rules(rules)), node)
-    if clauses is None:
+    needs = MarkerNeeds.of(Markers.from_rules(rules)).id_blind(node)
+    if needs is None:
         pytest.skip("no id-blind clause for some rule with this node name")
     rng = random.Random(node)
     table = mod.SkeletonTable()
@@ -238,7 +237,7 @@ def test_an_id_line_whose_skeleton_lacks_what_markers_need_matches_no_marker(nod
         skeleton = table.skeletons[np.frombuffer(ids, dtype=np.int32)[0]]
         if any(r.pattern.search(text) for r in markers):
             checked += 1
-            assert may_match_marker(skeleton.replace("<NODE>", node.translate(DIGITS_STR)), clauses, zeroed=True), text
+            assert needs.may_match(skeleton.replace("<NODE>", node.translate(DIGITS_STR)), zeroed=True), text
     assert checked > 200
 # The C code reads lines in 16-byte chunks, two a step (with looks 1 byte back and up to 10 ahead),
 # and blocks 16 to 64 bytes a step; it takes lines near a block's end, and its first line, the
