@@ -24,7 +24,10 @@ Where the native scanner is built (``l4diag/native.py``), a plain ASCII block sk
 split: one C pass checks it, finds its lines, parses ISO timestamps and gives each line a skeleton
 id (with uuid and hex ids already masked, when the first two mask rules are the built-in ones).
 Marker candidacy and the marker plan are then looked up per skeleton (``_scanned_batch``); lines
-whose ids the scanner masked are marker-checked one by one, since markers may see ids.
+whose ids the scanner masked are decided by their skeleton too when no marker rule's required text
+can overlap an id (``piece_may_overlap_id``), else one by one. A line holding none of what the
+marker rules need (``MarkerNeeds``) is never searched. A combined stream's plain block is split by
+node first (``_fold_demux_scanned``), each node's part scanned as a block of its own.
 """
 
 from __future__ import annotations
