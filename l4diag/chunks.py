@@ -2,10 +2,11 @@
 Partial of one sequential fold (``mask.SlowFolder``, ``fastmap.Folder``).
 
 A chunk starts at a line start (``plan_chunks``). The first chunk folds as usual. Every later one
-folds without knowing what came before it (``Folder.fold_range`` with ``chunk_start``): each node
-starts at ``UNKNOWN_ITERATION``, ``UNKNOWN_STAGE``, ``lines.UNKNOWN_YEAR``, no time to carry, seq 0
-and line 0. ``join_chunks`` then walks the chunks in order, knows where each node was at each
-chunk's start, and puts it in (``_settle``):
+folds without knowing what came before it (``Folder.fold_range`` with ``chunk_year``): each node
+starts at ``UNKNOWN_ITERATION`` and ``UNKNOWN_STAGE``, with no time to carry, at seq 0 and line 0,
+and reads yearless timestamps in a guessed year (the last full date before the cut).
+``join_chunks`` then walks the chunks in order, knows where each node was at each chunk's start,
+and puts it in (``_settle``):
 
 * iteration and stage: replaced where the unknown ones were recorded (occurrences, per-stage
   counts, metric points, stage changes); the chunk's first stage change is dropped when the node
@@ -16,9 +17,9 @@ chunk's start, and puts it in (``_settle``):
 * seq and line numbers: shifted by the node's lines and the stream's lines before the chunk.
 
 Two things are not put in afterwards; a stream where either matters is folded again as a whole
-(rare: ``join_chunks`` returns None): a yearless timestamp (glog, syslog) before the chunk's first
-full date, and a node whose first time in the chunk is earlier than its latest time before (then
-the times it carries within the chunk could have been larger).
+(rare: ``join_chunks`` returns None): a yearless timestamp (glog, syslog) read in a guessed year
+that was not the node's, and a node whose first time in the chunk is earlier than its latest time
+before (then the times it carries within the chunk could have been larger).
 
 Only plain files on disk are cut (not stdin, compressed files or archive members), in plain
 UTF-8, and only at a line break followed by a printable ASCII byte; in a combined file, only before
@@ -215,41 +216,13 @@ def join_chunks(results: list, display: str, max_line_bytes: int) -> Partial | N
             year = end.year if end.year_known else before.end.year
             append_stats(before.stats, ns)
             before.end = NodeEnd(timed, year, True, False)
-        out.keys, out.accounting = _merged_keys(out.keys, part.keys), _merged_accounting(out, part)
-        _add_stats(stats, result.stats)
+        out.merge_keys(part)
+        out.accounting.merge(part.accounting)
+        stats.add(result.stats)
         lines_before += result.stats.read
     out.accounting.streams += 1
     account_stream(out.accounting, stats, display, max_line_bytes)
     return out
-
-
-def _merged_keys(mine: dict, other: dict) -> dict:
-    for key, per_node in other.items():
-        have = mine.setdefault(key, {})
-        for node, ks in per_node.items():
-            if node in have:
-                have[node].merge(ks)
-            else:
-                have[node] = ks
-    return mine
-
-
-def _merged_accounting(out: Partial, part: Partial):
-    out.accounting.merge(part.accounting)
-    return out.accounting
-
-
-def _add_stats(total: LineStats, more: LineStats) -> None:
-    total.read += more.read
-    total.parsed += more.parsed
-    total.bytes += more.bytes
-    total.skipped.update(more.skipped)
-    total.invalid_utf8_lines += more.invalid_utf8_lines
-    total.truncated_lines += more.truncated_lines
-    total.nul_bytes += more.nul_bytes
-    total.encoding = total.encoding or more.encoding
-    total.incomplete = more.incomplete or total.incomplete
-    total.warnings.extend(more.warnings)
 
 
 def _settle(part: Partial, ends: dict, nodes: dict, lines_before: int, year: int | None) -> bool:

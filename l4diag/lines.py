@@ -45,6 +45,19 @@ class LineStats:
     incomplete: str | None = None
     warnings: list = field(default_factory=list)
 
+    def add(self, more: LineStats) -> None:
+        """Count ``more``, the next part of the same stream (a chunk: see chunks.py), in."""
+        self.read += more.read
+        self.parsed += more.parsed
+        self.bytes += more.bytes
+        self.skipped.update(more.skipped)
+        self.invalid_utf8_lines += more.invalid_utf8_lines
+        self.truncated_lines += more.truncated_lines
+        self.nul_bytes += more.nul_bytes
+        self.encoding = self.encoding or more.encoding
+        self.incomplete = more.incomplete or self.incomplete
+        self.warnings.extend(more.warnings)
+
 
 def iter_text_lines(fh: BinaryIO, stats: LineStats, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> Iterator:
     """Yield ``(line_number, text)`` for every non-skipped line of a binary stream.

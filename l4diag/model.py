@@ -306,13 +306,7 @@ class Partial:
     accounting: Accounting = field(default_factory=Accounting)
 
     def merge(self, other: Partial) -> Partial:
-        for key, per_node in other.keys.items():
-            mine = self.keys.setdefault(key, {})
-            for node, stats in per_node.items():
-                if node in mine:
-                    mine[node].merge(stats)
-                else:
-                    mine[node] = stats
+        self.merge_keys(other)
         for node, stats in other.nodes.items():
             if node in self.nodes:
                 self.nodes[node].merge(stats)
@@ -320,6 +314,16 @@ class Partial:
                 self.nodes[node] = stats
         self.accounting.merge(other.accounting)
         return self
+
+    def merge_keys(self, other: Partial) -> None:
+        """``other``'s key counts and occurrences (the part of ``merge`` that chunks.py shares)."""
+        for key, per_node in other.keys.items():
+            mine = self.keys.setdefault(key, {})
+            for node, stats in per_node.items():
+                if node in mine:
+                    mine[node].merge(stats)
+                else:
+                    mine[node] = stats
 
 
 @dataclass
