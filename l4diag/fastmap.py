@@ -471,9 +471,10 @@ class Folder(SlowFolder):
 
         def occ(i: int) -> Occurrence:
             state = change_state[bisect_right(change_at, i) - 1]
-            t = times[i]
+            t = float(times[i])
+            # plain float and bool, as SlowFolder's: numpy scalars compare equal but pickle and print apart
             return Occurrence(display, linenos[i], texts[i], base_seq + i + 1, state[0], state[1],
-                              None if t != t else float(t), bool(exact[i]) or t != t)
+                              None if t != t else t, bool(exact[i]) or t != t)
 
         for stage, key_stats in self._batch_keys(batch, runs):
             for key, c, fi, li in key_stats:

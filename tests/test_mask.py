@@ -567,3 +567,16 @@ def test_marker_needs_never_rule_out_a_marker_line():
             assert needs.may_match(line), line
     assert matched > 100
     assert not needs.may_match("2024-05-01 10:00:00 NCCL INFO comm 0x7f3a rank 3 nranks 8 - Init COMPLETE")
+
+
+def test_occurrences_hold_plain_python_values(tmp_path):
+    # numpy scalars would compare equal to the reference's but pickle larger and print as np.True_
+    root = write_layout(tmp_path / "run", "dir-per-node")
+    folder = Folder(RULES, MapOptions())
+    for spec in discover([str(root)], None).streams:
+        folder.fold_spec(spec)
+    for per_node in folder.partial.keys.values():
+        for ks in per_node.values():
+            for occ in (ks.first, ks.last):
+                assert type(occ.time_exact) is bool
+                assert occ.time is None or type(occ.time) is float
