@@ -82,7 +82,6 @@ MAX_SKELETON_CACHE = 1 << 14
 UNDECIDED, PER_STREAM = -1, -2
 FEW_MARKER_TEXTS = 4  # up to this many texts are marker-searched with ``regex``, not RE2
 FEW_LINES_BY_PIECES = 64  # up to this many lines of a block are first tested for marker pieces
-DEMUX_BLOCK_BYTES = 16 << 20  # a combined stream's plain blocks are joined up to this size (_joined_scanned)
 _KEY_CACHES: dict = {}
 
 
@@ -323,7 +322,7 @@ class Folder(SlowFolder):
         folds: dict = {}
         demux = Demuxer(kind, display)
         prefixes: dict = {}
-        for item in _joined_scanned(items, DEMUX_BLOCK_BYTES):
+        for item in items:
             if item[0] == "clean" and item[1] is None and self._fold_demux_scanned(item, folds, demux, prefixes, display):
                 continue
             pairs = zip(range(item[2], item[2] + item[4]), _clean_texts(item)) if item[0] == "clean" else item[1]
@@ -678,27 +677,6 @@ class Folder(SlowFolder):
             ts = fold.ts
             self.node_ends[node] = NodeEnd(fold.timed_seq, ts.year, not ts.year_guessed, ts.needs_year)
         self._finish(fold, display)
-
-
-def _joined_scanned(items, limit: int):
-    """``items`` with runs of plain blocks the native scanner vouched for joined into blocks of
-    about ``limit`` bytes: a combined stream's block is split by node, and each node's part is a
-    batch (16 nodes in 4 MB leave batches of ~2k lines, whose fixed costs dominate)."""
-    run: list = []
-    size = 0
-    for item in items:
-        if item[0] == "clean" and item[1] is None:
-            run.append(item)
-            size += len(item[3])
-            if size < limit:
-                continue
-        if run:
-            yield run[0] if len(run) == 1 else ("clean", None, run[0][2], b"".join(r[3] for r in run), sum(r[4] for r in run))
-            run, size = [], 0
-        if item[0] != "clean" or item[1] is not None:
-            yield item
-    if run:
-        yield run[0] if len(run) == 1 else ("clean", None, run[0][2], b"".join(r[3] for r in run), sum(r[4] for r in run))
 
 
 class _Bounded:

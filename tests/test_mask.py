@@ -580,22 +580,3 @@ def test_occurrences_hold_plain_python_values(tmp_path):
             for occ in (ks.first, ks.last):
                 assert type(occ.time_exact) is bool
                 assert occ.time is None or type(occ.time) is float
-
-
-@pytest.mark.parametrize("path", PATHS)
-def test_combined_blocks_joined_across_reads_fold_as_the_reference(tmp_path, monkeypatch, path):
-    # small reads, joined again up to DEMUX_BLOCK_BYTES; a line that is not plain UTF-8 now and
-    # then ends a run (it is read line by line between two joined blocks)
-    use_path(monkeypatch, path)
-    monkeypatch.setattr(lines_mod, "READ_BLOCK", 4096)
-    monkeypatch.setattr(fastmap, "DEMUX_BLOCK_BYTES", 20_000)
-    rng = random.Random(7)
-    out = bytearray()
-    for i in range(4000):
-        node = rng.randint(0, 5)
-        body = rng.choice([b"2024-05-01 10:00:0%d,000 iteration %d/ 100 | lm loss: 2.0E+00 |" % (i % 10, i),
-                           b"NCCL INFO comm 0x7f3a%x rank %d" % (i, node), b"training ...", b"  indented: text"])
-        out += b"gpu-node-%d: " % node + body + (b" \xff\xfe" if i % 331 == 0 else b"") + b"\n"
-    (tmp_path / "job.log").write_bytes(bytes(out))
-    slow, fast = fold_both(tmp_path)
-    assert fast == slow
