@@ -357,7 +357,7 @@ class Folder(SlowFolder):
         character more (the whole line if it has none), cached in ``prefixes``: every prefix the
         pattern knows ends at that ": " or before it, and whether and where it matches, and
         whether one space after it is cut, depends on nothing further."""
-        _, _, first_lineno, raw, count = item
+        _, _, first_lineno, raw, _ = item
         lines = raw.split(b"\n")
         lines.pop()  # the block ends with a line end
         keys = [line[: j + 3] if (j := line.find(b": ")) >= 0 else line for line in lines]
@@ -370,9 +370,9 @@ class Folder(SlowFolder):
             prefixes[key] = (node, len(key) - len(rest))
         decided = [prefixes[key] for key in keys]
         nodes = [node for node, _ in decided]
-        last = demux.last or demux.fallback
+        before = demux.last or demux.fallback
         for i in [i for i, node in enumerate(nodes) if node is None]:  # no prefix: the node of the line before
-            nodes[i] = nodes[i - 1] if i else last
+            nodes[i] = nodes[i - 1] if i else before
         rows: dict = {}
         for i, node in enumerate(nodes):
             at = rows.get(node)
