@@ -4,7 +4,7 @@ Partial of one sequential fold (``mask.SlowFolder``, ``fastmap.Folder``).
 A chunk starts at a line start (``plan_chunks``). The first chunk folds as usual. Every later one
 folds without knowing what came before it (``Folder.fold_range`` with ``chunk_year``): each node
 starts at ``UNKNOWN_ITERATION`` and ``UNKNOWN_STAGE``, with no time to carry, at seq 0 and line 0,
-and reads yearless timestamps in a guessed year (the last full date before the cut).
+and reads yearless timestamps in a guessed year (that of the last full date before the cut).
 ``join_chunks`` then walks the chunks in order, knows where each node was at each chunk's start,
 and puts it in (``_settle``):
 
@@ -29,6 +29,7 @@ a prefixed line (so the chunk's first line names its node).
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass
 
@@ -49,7 +50,8 @@ CHUNK_BYTES = 8 << 20  # a stream is cut when it holds at least two of these
 MAX_CHUNKS = 256
 CUT_SEARCH_BYTES = 1 << 20  # how far past a cut point to look for a line to start a chunk at
 CUT_READ = 1 << 16
-YEAR_SEARCH_BYTES = 16 << 20  # how far before a cut to look for a full date
+YEAR_SEARCH_BYTES = 4 << 20  # how far before a cut to look for a full date
+FULL_DATE_RE = re.compile(rb"\d{4}-\d\d-\d\d[T _]\d\d:\d\d:\d\d")  # what lines.TS_RE takes a year from
 DEFAULT_YEAR = TimestampParser().year  # of a stream's yearless timestamps before its first full date
 
 
@@ -108,7 +110,7 @@ def _cut(fh, spec: StreamSpec, size: int, chunk_bytes: int, max_line_bytes: int)
             starts.append(cut)
     if len(starts) < 2:
         return None
-    years = [None] + [_year_before(fh, cut, kind) for cut in starts[1:]]
+    years = _guessed_years(fh, starts, kind)
     ends = starts[1:] + [size]
     return [ChunkSpec(spec, node, kind, a, b, i, y) for i, (a, b, y) in enumerate(zip(starts, ends, years))]
 
@@ -147,26 +149,48 @@ def _line_start_after(fh, at: int, kind: str | None) -> int | None:
         return at - 1 + pos
 
 
-def _year_before(fh, cut: int, kind: str | None) -> int:
-    """The year of the last full date before ``cut``: what a chunk starting there takes its
-    yearless timestamps to be in (checked when the chunks join). Looked for in the 64 KB before
-    the cut, then in windows twice as large, up to YEAR_SEARCH_BYTES; 2000, the parser's
-    default, when there is none."""
-    size, end = 1 << 16, cut
-    parser = TimestampParser()
-    while end > 0 and cut - end < YEAR_SEARCH_BYTES:
-        start = max(0, end - size)
+def _guessed_years(fh, starts: list, kind: str | None) -> list:
+    """Per chunk start after the first, the year a chunk starting there takes its yearless
+    timestamps to be in (checked when the chunks join): the year of the last full date before it,
+    looked for back to the cut before and at most YEAR_SEARCH_BYTES; failing that, the guess of
+    the cut before (the year carries on), and at first the parser's default."""
+    years, guess = [None], DEFAULT_YEAR
+    for before, cut in zip(starts, starts[1:]):
+        found = _last_full_date_year(fh, max(before, cut - YEAR_SEARCH_BYTES), cut, kind)
+        guess = found if found is not None else guess
+        years.append(guess)
+    return years
+
+
+def _last_full_date_year(fh, lo: int, hi: int, kind: str | None) -> int | None:
+    """The year of the last line in bytes ``lo:hi`` whose timestamp has a full date, or None.
+    Read backwards in growing windows; a line is parsed only where the date pattern occurs."""
+    end, size = hi, 1 << 16
+    while end > lo:
+        start = max(lo, end - size)
         fh.seek(start)
-        lines = fh.read(end - start).decode("utf-8", "replace").split("\n")
-        for text in reversed(lines[1:] if start > 0 else lines):  # a window's first line may be cut
-            if kind is not None:
-                text = split_prefix(text, kind)[2]
-            parser.year_guessed = True
-            if parser.parse(text) is not None and not parser.year_guessed:
-                return parser.year
-        end = start + len(lines[0].encode("utf-8", "replace")) if start > 0 else 0
-        size *= 2
-    return DEFAULT_YEAR
+        data = fh.read(end - start)
+        for m in reversed(list(FULL_DATE_RE.finditer(data))):
+            begin = data.rfind(b"\n", 0, m.start()) + 1
+            if begin == 0 and start > lo:
+                continue  # the line may begin before this window: the next one reads it whole
+            stop = data.find(b"\n", m.end())
+            year = _year_set_by(data[begin:stop if stop >= 0 else len(data)].decode("utf-8", "replace"), kind)
+            if year is not None:
+                return year
+        first = data.find(b"\n")
+        end = start + first + 1 if start > lo and 0 <= first < len(data) - 1 else start
+        size *= 4
+    return None
+
+
+def _year_set_by(text: str, kind: str | None) -> int | None:
+    """The year the timestamp parser takes from this line, or None when it takes none."""
+    if kind is not None:
+        text = split_prefix(text, kind)[2]
+    parser = TimestampParser(0, guessed=True)
+    parser.parse(text)
+    return None if parser.year_guessed else parser.year
 
 
 def map_chunk(chunk: ChunkSpec, rules: RuleSet, options: MapOptions) -> ChunkResult:

@@ -227,3 +227,19 @@ def test_a_chunk_that_cannot_be_read_leaves_the_stream_to_the_whole_fold(tmp_pat
     partial = map_stream(spec, RULES, MapOptions())
     assert any("cannot read" in w for w in partial.accounting.warnings)
     assert partial.accounting.inputs_skipped["unreadable"] == 1
+
+
+def test_a_year_seen_once_carries_to_every_later_chunk(tmp_path):
+    # one full date, then only glog times: each cut finds no date back to the cut before it and
+    # keeps the guess of that cut
+    t = datetime(2024, 6, 1, 12, 0, 0)
+    lines = [f"{_iso(t)} INFO starting"]
+    for k in range(3000):
+        t += timedelta(seconds=1)
+        lines.append(f"{_glog(t)} [c10d] heartbeat {k}")
+    log = tmp_path / "gpu-node-3.log"
+    log.write_text("\n".join(lines) + "\n")
+    whole, joined, plan = fold_whole_and_chunked(log, 4000)
+    assert {c.year for c in plan[1:]} == {2024}
+    assert joined is not None
+    assert canon(joined) == canon(whole)
