@@ -406,7 +406,7 @@ class Folder(SlowFolder):
     # --- one batch of one node -----------------------------------------------------------------
 
     def _fold_batch(self, fold: _NodeFold, local: dict, display: str, batch: _Batch) -> None:
-        texts, skels, linenos = batch.texts, batch.skels, batch.linenos
+        texts, linenos = batch.texts, batch.linenos
         n = len(texts)
         if n == 0:
             return
