@@ -48,6 +48,7 @@ from .sources import STDIN
 
 CHUNK_BYTES = 8 << 20  # a stream is cut when it holds at least two of these
 MAX_CHUNKS = 256
+CHUNKS_PER_JOB = 16  # enough to balance the processes; fewer chunk Partials held until the join
 CUT_SEARCH_BYTES = 1 << 20  # how far past a cut point to look for a line to start a chunk at
 CUT_READ = 1 << 16
 YEAR_SEARCH_BYTES = 4 << 20  # how far before a cut to look for a full date
@@ -81,9 +82,11 @@ class ChunkResult:
     year: int | None  # the chunk's guessed year
 
 
-def plan_chunks(spec: StreamSpec, chunk_bytes: int = CHUNK_BYTES, max_line_bytes: int = 1 << 20) -> list | None:
-    """The chunks to fold ``spec`` as, or None to fold it whole (too small, not a plain file on
-    disk, not plain UTF-8, or no place to cut)."""
+def plan_chunks(spec: StreamSpec, chunk_bytes: int = CHUNK_BYTES, max_line_bytes: int = 1 << 20,
+                max_chunks: int = MAX_CHUNKS) -> list | None:
+    """The chunks to fold ``spec`` as (at most ``max_chunks``, larger than ``chunk_bytes`` when
+    the file is large), or None to fold it whole (too small, not a plain file on disk, not plain
+    UTF-8, or no place to cut)."""
     if spec.path == STDIN or spec.archive or spec.compression or spec.member:
         return None
     try:
@@ -91,18 +94,17 @@ def plan_chunks(spec: StreamSpec, chunk_bytes: int = CHUNK_BYTES, max_line_bytes
         if size < 2 * chunk_bytes:
             return None
         with open(spec.path, "rb") as fh:
-            return _cut(fh, spec, size, chunk_bytes, max_line_bytes)
+            return _cut(fh, spec, size, min(max_chunks, size // chunk_bytes), max_line_bytes)
     except OSError:
         return None  # the whole-stream fold reports it
 
 
-def _cut(fh, spec: StreamSpec, size: int, chunk_bytes: int, max_line_bytes: int) -> list | None:
+def _cut(fh, spec: StreamSpec, size: int, pieces: int, max_line_bytes: int) -> list | None:
     head = _head(fh, max_line_bytes)
     if head is None:
         return None
     kind = detect_prefix_kind(head) if spec.node is None else None
     node = None if kind is not None else (spec.node or stream_name(spec.display))
-    pieces = min(MAX_CHUNKS, size // chunk_bytes)
     starts = [0]
     for i in range(1, pieces):
         cut = _line_start_after(fh, max(i * size // pieces, starts[-1] + 1), kind)
@@ -359,4 +361,4 @@ def _shift_mark(m: IterationMark, start: _Start) -> IterationMark:
     return tuple.__new__(IterationMark, (m.iteration, time, m.file, m.seq + start.seq, m.estimated))
 
 
-__all__ = ["CHUNK_BYTES", "ChunkResult", "ChunkSpec", "join_chunks", "map_chunk", "plan_chunks"]
+__all__ = ["CHUNK_BYTES", "CHUNKS_PER_JOB", "ChunkResult", "ChunkSpec", "join_chunks", "map_chunk", "plan_chunks"]

@@ -24,7 +24,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from . import baseline as baseline_mod
-from .chunks import CHUNK_BYTES, ChunkSpec, join_chunks, map_chunk, plan_chunks
+from .chunks import CHUNK_BYTES, CHUNKS_PER_JOB, ChunkSpec, join_chunks, map_chunk, plan_chunks
 from .lines import collapse_warnings, no_usable_input_message
 from .mask import MapOptions, map_stream
 from .model import Diagnosis, Partial
@@ -117,7 +117,7 @@ def _units(specs: list, jobs: int, options: RunOptions) -> list:
         return list(specs)
     units = []
     for spec in specs:
-        units.extend(plan_chunks(spec, options.chunk_bytes, options.max_line_bytes) or [spec])
+        units.extend(plan_chunks(spec, options.chunk_bytes, options.max_line_bytes, CHUNKS_PER_JOB * jobs) or [spec])
     return units
 
 

@@ -243,3 +243,12 @@ def test_a_year_seen_once_carries_to_every_later_chunk(tmp_path):
     assert {c.year for c in plan[1:]} == {2024}
     assert joined is not None
     assert canon(joined) == canon(whole)
+
+
+def test_a_large_file_is_cut_in_at_most_max_chunks(tmp_path):
+    log = tmp_path / "gpu-node-3.log"
+    log.write_text("\n".join(node_log(random.Random(8), 2000)) + "\n")
+    spec = discover([str(log)], None).streams[0]
+    plan = chunks.plan_chunks(spec, 1000, max_chunks=6)
+    assert len(plan) == 6
+    assert [c.index for c in plan] == list(range(6))
