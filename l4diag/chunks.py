@@ -42,7 +42,7 @@ from .lines import (
     split_prefix,
 )
 from .mask import CARRY_TIME_LINES, SNIFF_LINES, MapOptions, stream_name
-from .model import UNKNOWN_ITERATION, UNKNOWN_STAGE, IterationMark, NodeEnd, Partial, StreamSpec, append_stats
+from .model import UNKNOWN_ITERATION, UNKNOWN_STAGE, IterationMark, Partial, StreamSpec, append_stats
 from .rules import TIMED_OUT, RuleSet, timeout_warnings
 from .sources import STDIN
 
@@ -212,10 +212,12 @@ def map_chunk(chunk: ChunkSpec, rules: RuleSet, options: MapOptions) -> ChunkRes
 
 @dataclass
 class _Before:
-    """Where a node was when a chunk started: its stats so far and its last NodeEnd."""
+    """Where a node was when a chunk started: its stats so far, the seq of its last timed line
+    (<= 0: none) and its timestamp parser's year."""
 
     stats: object  # NodeStats
-    end: NodeEnd
+    timed_seq: int
+    year: int
 
 
 def join_chunks(results: list, display: str, max_line_bytes: int) -> Partial | None:
@@ -235,13 +237,14 @@ def join_chunks(results: list, display: str, max_line_bytes: int) -> Partial | N
             end = result.ends[node]
             before = nodes.get(node)
             if before is None:  # the node's first lines: its year is the parser's default unless it saw one
-                nodes[node] = _Before(ns, NodeEnd(end.timed_seq, end.year if end.year_known else DEFAULT_YEAR, True, False))
+                nodes[node] = _Before(ns, end.timed_seq, end.year if end.year_known else DEFAULT_YEAR)
                 out.nodes[node] = ns
                 continue
-            timed = before.stats.lines + end.timed_seq if end.timed_seq > 0 else before.end.timed_seq
-            year = end.year if end.year_known else before.end.year
+            if end.timed_seq > 0:
+                before.timed_seq = before.stats.lines + end.timed_seq
+            if end.year_known:
+                before.year = end.year
             append_stats(before.stats, ns)
-            before.end = NodeEnd(timed, year, True, False)
         out.merge_keys(part)
         out.accounting.merge(part.accounting)
         stats.add(result.stats)
@@ -258,12 +261,12 @@ def _settle(part: Partial, ends: dict, nodes: dict, lines_before: int, year: int
     for node, ns in part.nodes.items():
         before = nodes.get(node)
         start = _start_of(before)
-        if ends[node].needs_year and year != (before.end.year if before else DEFAULT_YEAR):
+        if ends[node].needs_year and year != (before.year if before else DEFAULT_YEAR):
             return False
         if start.last_time is not None and ns.first_time is not None and ns.first_time < start.last_time:
             return False
         fixes[node] = start
-        _settle_node(ns, start)
+        _settle_node(ns, start, lines_before)
     for per_node in part.keys.values():
         for node, ks in per_node.items():
             start = fixes[node]
@@ -272,14 +275,6 @@ def _settle(part: Partial, ends: dict, nodes: dict, lines_before: int, year: int
             _settle_occurrence(ks.first, start, lines_before)
             if ks.last is not ks.first:
                 _settle_occurrence(ks.last, start, lines_before)
-    for node, ns in part.nodes.items():
-        start = fixes[node]
-        for point in ns.metrics:
-            _settle_point(point, start, lines_before)
-        if start.seq or start.last_time is not None:
-            ns.iteration_times = [_shift_mark(m, start) for m in ns.iteration_times]
-        if ns.iteration_times:  # its time may have been carried in from before the chunk
-            ns.last_iteration_time = ns.iteration_times[-1].time
     return True
 
 
@@ -292,15 +287,14 @@ class _Start:
     last_time: float | None = None
     seq: int = 0  # lines of the node before the chunk
     gap: int = 10**9  # lines since its last timed one
-    log_interval: int | None = None
 
 
 def _start_of(before: _Before | None) -> _Start:
     if before is None:
         return _Start()
-    ns, end = before.stats, before.end
+    ns = before.stats
     return _Start(ns.last_iteration, ns.last_stage, ns.last_time, ns.lines,
-                  ns.lines - end.timed_seq if end.timed_seq > 0 else 10**9, ns.log_interval)
+                  ns.lines - before.timed_seq if before.timed_seq > 0 else 10**9)
 
 
 def _carries(seq: int, start: _Start) -> bool:
@@ -308,8 +302,8 @@ def _carries(seq: int, start: _Start) -> bool:
     return start.last_time is not None and seq + start.gap <= CARRY_TIME_LINES
 
 
-def _settle_node(ns, start: _Start) -> None:
-    """The node's stats of the chunk, settled (its lists: stage changes; see ``_settle`` for the rest)."""
+def _settle_node(ns, start: _Start, lines_before: int) -> None:
+    """The node's stats of the chunk, settled (its occurrences are in the keys: see ``_settle``)."""
     changes = list(ns.stage_changes)
     if changes and changes[0].stage == start.stage:
         changes.pop(0)  # one fold would have been in that stage already
@@ -323,6 +317,12 @@ def _settle_node(ns, start: _Start) -> None:
         step = ns.iteration_times[0].iteration - start.iteration
         if step > 0 and (ns.log_interval is None or step < ns.log_interval):
             ns.log_interval = step
+    for point in ns.metrics:
+        _settle_point(point, start, lines_before)
+    if start.seq or start.last_time is not None:
+        ns.iteration_times = [_shift_mark(m, start) for m in ns.iteration_times]
+    if ns.iteration_times:  # its time may have been carried in from before the chunk
+        ns.last_iteration_time = ns.iteration_times[-1].time
 
 
 def _renamed_stage(stages: Counter, stage: str) -> Counter:
