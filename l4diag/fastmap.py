@@ -38,7 +38,6 @@ from bisect import bisect_right
 from collections import Counter
 
 import numpy as np
-from regex import IGNORECASE
 from numpy.lib.stride_tricks import as_strided
 
 from .context import block_marker_pattern, candidate_lines, marker_re2
@@ -60,7 +59,6 @@ from .context import Markers, digit_blind
 from . import native
 from .mask import CARRY_TIME_LINES, MAX_KEY_CHARS, SNIFF_LINES, Demuxer, Masker, SlowFolder, _chain, _NodeFold, stream_name
 from .model import KeyNodeStats, NodeEnd, Occurrence, Partial
-from .rules import required_clauses
 
 try:  # pragma: no cover - pyarrow is a dependency, but keep a pure-Python way
     import pyarrow as pa
@@ -179,16 +177,19 @@ class _ScannedStream:
     so one line decides for all. Indexed by skeleton id (-1 not seen yet); ``generation`` follows
     the table, whose ids restart when it is cleared."""
 
-    __slots__ = ("candidate", "generation", "plans", "node", "id_needs", "id_lines")
+    __slots__ = ("candidate", "generation", "plans", "node", "node_bytes", "id_needs", "id_lines")
 
-    def __init__(self, node: str | None = None, needs: MarkerNeeds | None = None) -> None:
+    def __init__(self, node: str, needs: MarkerNeeds | None = None) -> None:
         self.candidate = np.zeros(0, dtype=np.int8)
         self.generation = -1
         self.plans: dict = {}  # skeleton id -> (where the line body starts, its marker LinePlan)
+        # the node name as the scanner replaces it with "<NODE>" (None: it does not, as
+        # ``Folder._skeletons`` leaves names shorter than 3 characters)
+        self.node = node if len(node) >= 3 else None
+        self.node_bytes = self.node.encode("utf-8") if self.node else None
         # lines whose ids the scanner masked: their skeleton shows whether they may hold a marker
         # when every marker rule needs a clause whose pieces cannot overlap an id; else None
-        self.node = node  # as the scanner replaced it with "<NODE>" (None: it did not)
-        self.id_needs = None if needs is None else needs.id_blind(node)
+        self.id_needs = None if needs is None else needs.id_blind(self.node)
         self.id_lines: dict = {}  # skeleton id -> whether its id lines may hold a marker
 
     def follow(self, generation: int, size: int) -> None:
@@ -278,9 +279,9 @@ class Folder(SlowFolder):
     def _fold_node_blocks(self, items, display: str, node: str) -> None:
         fold = _NodeFold(node, display, self.chunk_year)
         local: dict = {}
-        nb = node.encode("utf-8") if len(node) >= 3 else None
+        scanned = _ScannedStream(node, self.shared["marker_needs"])
+        nb = scanned.node_bytes
         native_node = nb if nb is None or b"\n" not in nb else False  # a node name never spans lines
-        scanned = _ScannedStream(node if nb is not None else None, self.shared["marker_needs"])
         for item in items:
             if item[0] == "clean" and item[1] is None and native_node is not False:  # vouched for by self.native
                 self._fold_batch(fold, local, display, self._scanned_batch(item, native_node, fold, scanned))
@@ -344,8 +345,8 @@ class Folder(SlowFolder):
         """``(fold, local keys, scanned-stream state)`` of one node of a combined stream."""
         state = folds.get(node)
         if state is None:
-            state = folds[node] = (_NodeFold(node, display, self.chunk_year), {}, _ScannedStream(
-                node if len(node) >= 3 else None, self.shared["marker_needs"]))
+            state = folds[node] = (_NodeFold(node, display, self.chunk_year), {},
+                                   _ScannedStream(node, self.shared["marker_needs"]))
         return state
 
     def _fold_demux_scanned(self, item: tuple, folds: dict, demux: Demuxer, prefixes: dict, display: str) -> bool:
@@ -389,8 +390,8 @@ class Folder(SlowFolder):
         demux.last = last
         for node, (parts, linenos) in per_node.items():
             fold, local, scanned = self._demux_state(folds, node, display)
-            nb = node.encode("utf-8") if len(node) >= 3 else None
-            batch = self._scanned_batch(("clean", None, 0, blocks[node], len(parts)), nb, fold, scanned, linenos)
+            batch = self._scanned_batch(("clean", None, 0, blocks[node], len(parts)), scanned.node_bytes, fold, scanned,
+                                        linenos)
             self._fold_batch(fold, local, display, batch)
         return True
 
@@ -863,7 +864,7 @@ ID_INSIDE_RE = re.compile(r"0[xX]|[0-9a-fA-F]{8}")  # every such id holds one of
 
 
 class MarkerNeeds:
-    """What a line must hold to match some marker rule (``rules.required_clauses``): per rule,
+    """What a line must hold to match some marker rule (``Rule.required_all``): per rule,
     ``(clauses, casefolded)``, each clause's pieces as ``(piece, piece with digits zeroed)``.
 
     ``may_match`` first looks for any rule's first-clause piece with one regex: most lines hold
@@ -878,10 +879,10 @@ class MarkerNeeds:
         """The needs of the iteration and stage rules; None when a rule has none."""
         rules = []
         for rule in [*markers.iteration_rules, *markers.stage_rules]:
-            clauses, folded = required_clauses(rule.pattern.pattern, bool(rule.pattern.flags & IGNORECASE))
-            if not clauses:
+            if not rule.required_all:
                 return None
-            rules.append((tuple(tuple((p, p.translate(DIGITS_STR)) for p in clause) for clause in clauses), folded))
+            clauses = tuple(tuple((p, p.translate(DIGITS_STR)) for p in clause) for clause in rule.required_all)
+            rules.append((clauses, rule.required_folded))
         return cls(tuple(rules))
 
     def id_blind(self, node: str | None) -> MarkerNeeds | None:

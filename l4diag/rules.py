@@ -74,6 +74,8 @@ class Rule:
     # with a timeout
     required: tuple = ()
     required_folded: bool = False
+    # every clause ``required_clauses`` proved, ``required`` the best of them (MarkerNeeds tests all)
+    required_all: tuple = ()
 
     def search(self, text: str) -> regex.Match | None:
         """Search with a timeout so a pathological line cannot hang the run (counted in ``TIMED_OUT``)."""
@@ -152,9 +154,12 @@ def required_literal(src: str, ignore_case: bool) -> tuple:
     The best clause of ``required_clauses``: the one whose shortest piece is longest.
     """
     clauses, folded = required_clauses(src, ignore_case)
-    if not clauses:
-        return (), False
-    return max(clauses, key=lambda pieces: (min(map(len, pieces)), -len(pieces))), folded
+    return best_clause(clauses), folded
+
+
+def best_clause(clauses: tuple) -> tuple:
+    """The clause a substring test rules most lines out with: its shortest piece longest; () for none."""
+    return max(clauses, key=lambda pieces: (min(map(len, pieces)), -len(pieces)), default=())
 
 
 def required_clauses(src: str, ignore_case: bool) -> tuple:
@@ -458,7 +463,7 @@ def parse_rule(kind: str, file: str, index: int, raw: dict) -> Rule:
     stage_hint = raw.get("stage")
     if stage_hint is not None and stage_hint not in STAGES:
         raise RulesError(f"{where}: stage {stage_hint!r} is not a stage ({', '.join(STAGES)})")
-    pieces, folded = required_literal(raw["regex"], bool(flags & regex.IGNORECASE))
+    clauses, folded = required_clauses(raw["regex"], bool(flags & regex.IGNORECASE))
     rule = Rule(
         kind=kind,
         name=raw["name"],
@@ -472,8 +477,9 @@ def parse_rule(kind: str, file: str, index: int, raw: dict) -> Rule:
         description=str(raw.get("description", "")),
         stage_hint=stage_hint,
         generic=bool(raw.get("generic", False)),
-        required=pieces,
+        required=best_clause(clauses),
         required_folded=folded,
+        required_all=clauses,
     )
     try:
         matched = pattern.search(rule.example, timeout=REGEX_TIMEOUT_S)
